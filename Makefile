@@ -1,0 +1,98 @@
+# Two commands for a fresh clone: `make train DATA=kml_mixup` and `make test`.
+# Both create the virtual environment and install what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages: headless EGL through Mesa, and the offline real-image data set.
+DEB_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 dataset-fashion-mnist
+
+DATA ?= kml_mixup
+MODEL ?= dino
+ARGS ?=
+QUICK ?= 0
+N ?= 10000
+OUT ?= render/$(DATA)
+CKPT ?= random_vit
+MEMORY ?= fashion_mnist:train
+QUERY ?= fashion_mnist:test
+EVALS ?= all
+export PYOPENGL_PLATFORM := egl
+export QUICK
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system train test test-fast lint tensorboard render eval memory experiment \
+        bench bench-render bench-train bench-memory bench-ddp bench-compositional clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: DATA=$(DATA) MODEL=$(MODEL) ARGS='key=value ...' QUICK=1 (benchmarks) N/OUT (render)"
+
+setup: system $(STAMP) ## Create .venv and install everything the project needs
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+system: ## Install the Debian packages (EGL, Fashion-MNIST) when missing; needs root
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	    || { echo "apt-get failed; install by hand: apt-get install $$missing" >&2; exit 1; }; \
+	else \
+	  echo "Missing Debian packages: $$missing" >&2; \
+	  echo "Install them with: sudo apt-get install $$missing" >&2; exit 1; \
+	fi
+
+train: setup ## Train: make train DATA=kml_mixup [MODEL=dino] [ARGS="trainer.max_steps=200"]
+	$(PY) -m cli.train data=$(DATA) model=$(MODEL) $(ARGS)
+
+test: setup ## Run the whole test suite (slow tests included)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: setup ## Run the tests not marked slow
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: setup ## Ruff
+	$(VENV)/bin/ruff check .
+
+tensorboard: setup ## TensorBoard on runs/
+	$(VENV)/bin/tensorboard --logdir runs --bind_all
+
+render: setup ## Write images + contact sheet: make render DATA=kml_mixup N=10000 OUT=dir
+	$(PY) -m cli.render --data $(DATA) -n $(N) --out $(OUT) $(ARGS)
+
+eval: setup ## Evaluate: make eval CKPT=path|random_vit|rgb|efficientnet_lite0 MEMORY=... QUERY=... EVALS=all
+	$(PY) -m cli.eval --encoder $(CKPT) --memory $(MEMORY) --query $(QUERY) --evals $(EVALS) $(ARGS)
+
+memory: setup ## Visual memory command: make memory ARGS="build|classify|forget|audit ..."
+	$(PY) -m cli.memory $(ARGS)
+
+experiment: setup ## Procedural-versus-real transfer experiment (results under docs/results/)
+	$(PY) -m benchmarks.experiment $(ARGS)
+
+bench-render: setup ## Rendering throughput vs decoding JPEGs (QUICK=1 for < 60 s)
+	$(PY) -m benchmarks.render
+
+bench-train: setup ## Training images/s: Lightning module vs plain PyTorch step
+	$(PY) -m benchmarks.train
+
+bench-memory: setup ## Visual memory: faiss vs torch search, removal, privacy audit vs leave-one-out
+	$(PY) -m benchmarks.memory
+
+bench-ddp: setup ## Training images/s with 2 processes vs 1 (gloo, CPU)
+	$(PY) -m benchmarks.ddp
+
+bench-compositional: setup ## Compositional generalisation table (encoder-only vs generative)
+	$(PY) -m benchmarks.compositional
+
+bench: bench-render bench-train bench-memory bench-ddp bench-compositional ## Every benchmark, then one report
+	$(PY) -m benchmarks.report
+
+clean: ## Remove caches (keeps .venv and runs/)
+	rm -rf .pytest_cache .ruff_cache **/__pycache__

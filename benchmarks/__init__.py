@@ -1,0 +1,1 @@
+"""One script per `make bench-*` target; results in benchmarks/results/<name>.json."""

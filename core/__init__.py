@@ -1,0 +1,1 @@
+"""Shared infrastructure: configuration, atomic writes, results files, distributed helpers."""
