@@ -35,6 +35,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# Only the data files of these two are read (segmentation images with masks); their own
+	# dependencies are heavy and unused, hence --no-deps.
+	$(PY) -m pip install -q --no-deps stardist==0.9.2 imgaug==0.4.0
 	touch $(STAMP)
 
 system: ## Install the Debian packages (EGL, Fashion-MNIST) when missing; needs root

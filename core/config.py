@@ -45,9 +45,9 @@ def compose(overrides: Sequence[str] = (), root: str = "train", config_dir: Path
     cfg = OmegaConf.merge(cfg, base)
     if "profile" in choices:
         _apply_profile(cfg, _load_group(config_dir, "profile", choices["profile"]))
+    cfg.choices = choices  # before the overrides: run_name interpolates the choices
     for key, value in values:
         set_checked(cfg, key, parse_value(value))
-    cfg.choices = choices
     OmegaConf.set_struct(cfg, True)
     return cfg
 

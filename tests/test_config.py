@@ -54,3 +54,10 @@ def test_parse_value():
     assert parse_value("true") is True
     assert parse_value("[1, 2]") == [1, 2]
     assert parse_value("kml") == "kml"
+
+
+def test_overriding_a_key_that_interpolates_the_choices(config_dir):
+    (config_dir / "train.yaml").write_text(
+        "defaults: {data: a, trainer: default}\nseed: 0\nrun_name: ${choices.data}_s${seed}\n")
+    assert compose([], config_dir=config_dir).run_name == "a_s0"
+    assert compose(["run_name=mine"], config_dir=config_dir).run_name == "mine"

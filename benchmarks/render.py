@@ -1,0 +1,124 @@
+"""Live rendering throughput versus decoding pre-rendered JPEGs: ``make bench-render`` (QUICK=1: < 60 s).
+
+For each process (shaders, mixup, kml, kml_mixup) at 224 x 224: images/s delivered by the
+ShaderDataModule's DataLoader with one worker per core, as float [B, 3, 224, 224] batches. Baseline,
+measured just before each process in the same run: the anchor's way of feeding training, 224 x 224
+JPEGs (quality 95, pre-rendered by this engine) decoded with PIL and converted to float tensors in a
+DataLoader with the same worker count and batch size. Both timings include starting the workers.
+
+The full run (without QUICK) also compiles and renders the programs of seeds 0..999 and reports how
+many compile and give non-degenerate images. Timings are noisy on a shared machine.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from benchmarks.rows import quick, row, write_rows
+from datamodules.procedural.processes import PROCESSES
+from datamodules.shaders import ShaderDataModule
+
+IMAGE_SIZE = 224
+BATCH_SIZE = 64
+
+
+class JpegFolder(Dataset):
+    """The baseline: decode JPEG files with PIL into float [3, H, W] tensors in [0, 1]."""
+
+    def __init__(self, paths: list[Path], length: int):
+        self.paths = paths
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.paths[i % len(self.paths)]) as image:
+            array = np.asarray(image.convert("RGB"))
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def images_per_second(loader, n: int) -> float:
+    start = time.perf_counter()
+    seen = 0
+    for batch in loader:
+        seen += len(batch)
+        if seen >= n:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def write_jpegs(folder: Path, n: int, workers: int) -> list[Path]:
+    """n kml_mixup samples as JPEG files (rendered in DataLoader workers, never in this process)."""
+    dm = ShaderDataModule("kml_mixup", seed=12345, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE,
+                          num_workers=max(workers, 1), samples_per_epoch=n, block_size=128, shuffle_blocks=1)
+    paths = []
+    for batch in dm.train_dataloader():
+        for image in batch:
+            path = folder / f"{len(paths):06d}.jpg"
+            Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy()).save(path, quality=95)
+            paths.append(path)
+    return paths[:n]
+
+
+def program_validity(seeds: range) -> list[dict]:
+    """Compile and render every program of ``seeds`` once (4 uniform draws each) in a worker process."""
+    loader = DataLoader(_ProgramCheck(seeds), batch_size=None, num_workers=1)
+    results = list(loader)
+    valid = sum(r["valid"] for r in results)
+    compile_ms = float(np.mean([r["compile_ms"] for r in results]))
+    return [
+        row("programs/valid_seeds_0_999", valid, f"of {len(seeds)}"),
+        row("programs/compile_and_first_draw", compile_ms, "ms", higher_is_better=False),
+    ]
+
+
+class _ProgramCheck(torch.utils.data.IterableDataset):
+    def __init__(self, seeds: range):
+        self.seeds = seeds
+
+    def __iter__(self):
+        from datamodules.procedural.programs import generate_program
+        from datamodules.procedural.renderer import Renderer, degenerate
+
+        renderer = Renderer(IMAGE_SIZE, tiles=4)
+        rng = np.random.default_rng(0)
+        for seed in self.seeds:
+            program = generate_program(seed)
+            start = time.perf_counter()
+            images = renderer.render(program, program.sample_params(rng, 4))
+            ms = 1000 * (time.perf_counter() - start)
+            ok = images is not None and int(degenerate(images).sum()) <= 2
+            yield {"seed": seed, "valid": bool(ok), "compile_ms": ms}
+
+
+def main() -> None:
+    workers = os.cpu_count() or 1
+    n = 1024 if quick() else 8192
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_jpegs(Path(tmp), 256 if quick() else 1024, workers)
+        baseline_name = f"PIL decode of 224px JPEGs, DataLoader x{workers} workers"
+        for process in PROCESSES:
+            jpeg = DataLoader(JpegFolder(paths, n), batch_size=BATCH_SIZE, num_workers=workers)
+            baseline = images_per_second(jpeg, n)
+            dm = ShaderDataModule(process, seed=0, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, num_workers=workers,
+                                  samples_per_epoch=n, shuffle_blocks=1 if quick() else 2)
+            value = images_per_second(dm.train_dataloader(), n)
+            rows.append(row(f"render/{process}", value, "images/s", baseline_name, baseline,
+                            workers=workers, image_size=IMAGE_SIZE, reuse_factor=dm.config.reuse_factor))
+    if not quick():
+        rows += program_validity(range(1000))
+    write_rows("render", rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Lightning callbacks: evaluations that run at epoch ends on the teacher backbone."""

@@ -1,0 +1,1 @@
+"""Data: the procedural image stream (``shaders``, ``procedural/``) and the labelled real images."""

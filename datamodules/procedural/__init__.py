@@ -1,0 +1,1 @@
+"""The procedural image engine: GLSL programs -> EGL renders -> processes -> a sharded, resumable stream."""

@@ -1,0 +1,416 @@
+"""Images with category masks for the segmentation evaluations (PCA R^2, in-context, kNN).
+
+Every source becomes a :class:`SegmentationImages` dataset whose items are
+``(image [3, S, S] float in [0, 1], mask [M, M] long)``: the image is resized (bicubic, no crop, as
+the paper resizes COCO to 448 x 448) to ``image_size`` and the mask nearest-resized to ``mask_size``.
+Mask values: 0 = background, 1..C = categories (``classes[c]`` names them), 255 = ignore.
+
+``load_segmentation(spec, ...)`` reads the standard on-disk layouts users already have:
+
+- ``coco:<root>[:split]``  ``root/annotations/instances_<split>2017.json`` + ``root/<split>2017/``
+  (split ``val`` by default). Category masks from polygons and RLE, later annotations overwrite
+  earlier ones (the paper's notebook); category ids are renumbered 1..C in id order.
+- ``voc:<root>[:split]``   ``root`` = ``VOC2012`` (or a ``VOCdevkit`` holding it): ``JPEGImages/``,
+  ``SegmentationClass/*.png`` (palette indices, 255 = ignore), ``ImageSets/Segmentation/<split>.txt``.
+- ``ade20k:<root>[:split]`` ``root`` = ``ADEChallengeData2016``: ``images/<split>/*.jpg`` and
+  ``annotations/<split>/*.png`` (0 = "other", treated as background; split ``validation``).
+- ``<folder>``             ``folder/images/<name>.<ext>`` and ``folder/masks/<name>.png`` (PNG values are
+  the labels, 255 = ignore). A bare path in one of the layouts above is recognised too.
+- Built-in real data that installs offline (PyPI wheels, installed with ``--no-deps``):
+  ``nuclei`` (stardist's 512 x 512 fluorescence image ``img2d.tif`` with its hand-made nuclei mask,
+  cut into 16 tiles of 128 x 128; mask 1 = nucleus), ``nuclei_instances`` (the same tiles, every
+  nucleus its own segment: the default for PCA R^2, whose background is removed), ``quokka``
+  (imgaug's photo with its polygon, one image).
+- ``kml_composites`` procedural check: KML mixtures of two rendered images whose mixing mask is known
+  (needs headless EGL), label = which image a pixel came from.
+
+Undecodable files do not stop an evaluation: the item is ``None``, :func:`iterate_batches` drops it
+and counts it, and the evaluations treat it as missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch.utils.data import DataLoader, Dataset, Subset
+
+IGNORE = 255
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+BUILTINS = ("nuclei", "nuclei_instances", "quokka", "kml_composites")
+
+
+class SegmentationImages(Dataset):
+    """``(image [3, image_size, image_size] float in [0, 1], mask [mask_size, mask_size] long)``.
+
+    ``loaders[i]()`` returns ``(PIL or HxW(x3) array image, HxW integer mask)`` at native size.
+    Attributes: ``classes`` (index -> name, 0 = background), ``names`` (one per item), ``skipped``
+    (``(name, reason)`` of items that failed in this process).
+    """
+
+    def __init__(self, loaders: Sequence[Callable], names: Sequence[str], classes: Sequence[str],
+                 image_size: int = 448, mask_size: int = 112) -> None:
+        self.loaders, self.names, self.classes = list(loaders), list(names), list(classes)
+        self.image_size, self.mask_size = image_size, mask_size
+        self.skipped: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.loaders)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        try:
+            image, mask = self.loaders[index]()
+        except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three on corrupt files
+            self.skipped.append((self.names[index], str(err)))
+            return None
+        return resize_pair(image, mask, self.image_size, self.mask_size)
+
+    def subset(self, limit: int | None) -> SegmentationImages:
+        """The first ``limit`` items (all when ``None``), a cheap deterministic evaluation subset."""
+        return self.select(range(len(self) if limit is None else min(limit, len(self))))
+
+    def select(self, indices: Sequence[int]) -> SegmentationImages:
+        """The items at ``indices``, same classes and sizes."""
+        return SegmentationImages([self.loaders[i] for i in indices], [self.names[i] for i in indices],
+                                  self.classes, self.image_size, self.mask_size)
+
+
+def resize_pair(image, mask, image_size: int, mask_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image -> float ``[3, image_size, image_size]`` (bicubic, antialiased, clamped to [0, 1]);
+    mask -> long ``[mask_size, mask_size]`` (nearest, so labels are never blended)."""
+    x = image_to_tensor(image)
+    x = F.interpolate(x[None], size=(image_size, image_size), mode="bicubic", antialias=True,
+                      align_corners=False)[0].clamp_(0, 1)
+    m = torch.as_tensor(np.asarray(mask, dtype=np.int64))
+    m = F.interpolate(m[None, None].float(), size=(mask_size, mask_size), mode="nearest-exact")[0, 0].long()
+    return x, m
+
+
+def image_to_tensor(image) -> torch.Tensor:
+    """PIL image or ``HxW`` / ``HxWx3`` array (uint8, uint16 or float in [0, 1]) -> float ``[3, H, W]``."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I", "F"):
+            image = np.asarray(image, dtype=np.float32)
+        else:
+            image = np.asarray(image.convert("RGB"))
+    a = np.asarray(image)
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    elif np.issubdtype(a.dtype, np.integer) or a.max(initial=0) > 1:
+        a = a.astype(np.float32) / max(float(a.max(initial=0)), 1.0)  # 16-bit microscopy: own range
+    a = a.astype(np.float32)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1)
+
+
+def iterate_batches(dataset: Dataset, indices: Sequence[int], batch_size: int = 16,
+                    num_workers: int = 0) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Yield ``(positions, images [b, 3, S, S], masks [b, M, M])`` over ``dataset[indices]``.
+
+    ``positions`` index into ``indices``; items that failed to load (``None``) are left out, so the
+    caller's per-item result for them stays missing (NaN / zero counts).
+    """
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, num_workers=num_workers,
+                        shuffle=False, collate_fn=list)
+    start = 0
+    for items in loader:
+        kept = [(start + j, item) for j, item in enumerate(items) if item is not None]
+        start += len(items)
+        if kept:
+            yield ([p for p, _ in kept], torch.stack([it[0] for _, it in kept]),
+                   torch.stack([it[1] for _, it in kept]))
+
+
+# ---------------------------------------------------------------- COCO
+
+
+def decode_rle(counts: list[int] | str, height: int, width: int) -> np.ndarray:
+    """COCO run-length encoding -> ``[height, width]`` uint8 mask.
+
+    Runs alternate 0s and 1s (starting with 0s) over the mask in column-major order. ``counts`` is
+    the uncompressed list or the compressed string (6-bit characters offset by 48, 5 payload bits
+    and a continuation bit; from the third run on each value is stored as a difference to the run
+    two places earlier).
+    """
+    runs = _decode_rle_string(counts) if isinstance(counts, str) else list(counts)
+    flat = np.zeros(height * width, dtype=np.uint8)
+    position, value = 0, 0
+    for run in runs:
+        flat[position:position + run] = value
+        position += run
+        value = 1 - value
+    if position != height * width:
+        raise ValueError(f"RLE covers {position} pixels, the mask has {height * width}.")
+    return flat.reshape(width, height).T
+
+
+def _decode_rle_string(text: str) -> list[int]:
+    runs: list[int] = []
+    p = 0
+    while p < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            c = ord(text[p]) - 48
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            p += 1
+            shift += 5
+            if not more and c & 0x10:
+                value |= -1 << shift  # sign extension
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def rasterize_polygons(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
+    """COCO polygons (flat ``[x1, y1, x2, y2, ...]`` lists) -> ``[height, width]`` uint8 mask."""
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    for poly in polygons:
+        if len(poly) >= 6:
+            draw.polygon([(float(x), float(y)) for x, y in zip(poly[0::2], poly[1::2], strict=False)], fill=1, outline=1)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """One COCO annotation's ``segmentation`` field (polygons or RLE) -> ``[height, width]`` mask."""
+    if isinstance(segmentation, list):
+        return rasterize_polygons(segmentation, height, width)
+    if isinstance(segmentation, dict) and "counts" in segmentation:
+        h, w = segmentation.get("size", (height, width))
+        return decode_rle(segmentation["counts"], int(h), int(w))
+    raise ValueError(f"Unknown COCO segmentation format: {type(segmentation).__name__}")
+
+
+def coco_category_mask(annotations: list[dict], height: int, width: int, category_index: dict) -> np.ndarray:
+    """Category mask of one image: later annotations overwrite earlier ones; 0 = background."""
+    mask = np.zeros((height, width), dtype=np.int64)
+    for ann in annotations:
+        mask[annotation_mask(ann["segmentation"], height, width).astype(bool)] = category_index[ann["category_id"]]
+    return mask
+
+
+def load_coco(annotation_file: str | Path, image_dir: str | Path, image_size: int = 448,
+              mask_size: int = 112) -> SegmentationImages:
+    """COCO instances JSON + image folder -> category-mask dataset (images in the JSON's order)."""
+    annotation_file, image_dir = Path(annotation_file), Path(image_dir)
+    for path in (annotation_file, image_dir):
+        if not path.exists():
+            raise FileNotFoundError(f"COCO: {path} does not exist (expected annotations/instances_<split>2017.json "
+                                    "and <split>2017/ under the COCO root).")
+    data = json.loads(annotation_file.read_text())
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    category_index = {c["id"]: i + 1 for i, c in enumerate(categories)}
+    by_image: dict[int, list[dict]] = {}
+    for ann in data.get("annotations", []):
+        by_image.setdefault(ann["image_id"], []).append(ann)
+
+    def loader(info: dict) -> Callable:
+        def load():
+            image = Image.open(image_dir / info["file_name"])
+            image.load()
+            mask = coco_category_mask(by_image.get(info["id"], []), info["height"], info["width"], category_index)
+            return image, mask
+        return load
+
+    images = data["images"]
+    return SegmentationImages([loader(i) for i in images], [i["file_name"] for i in images],
+                              ["background"] + [c["name"] for c in categories], image_size, mask_size)
+
+
+# ---------------------------------------------------------------- image + mask PNG pairs
+
+
+def load_mask_pairs(pairs: Sequence[tuple[Path, Path]], classes: Sequence[str], image_size: int = 448,
+                    mask_size: int = 112) -> SegmentationImages:
+    """``(image path, mask PNG path)`` pairs; mask pixel values are the labels (palette indices for
+    palette PNGs, which is how Pascal VOC stores its classes)."""
+
+    def loader(image_path: Path, mask_path: Path) -> Callable:
+        def load():
+            image = Image.open(image_path)
+            image.load()
+            mask = Image.open(mask_path)
+            if mask.mode not in ("P", "L", "I", "I;16"):
+                raise ValueError(f"{mask_path} is a {mask.mode} image; masks must hold one label per pixel")
+            return image, np.asarray(mask, dtype=np.int64)
+        return load
+
+    return SegmentationImages([loader(i, m) for i, m in pairs], [i.name for i, _ in pairs], classes,
+                              image_size, mask_size)
+
+
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+               "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+               "train", "tvmonitor")
+
+
+def load_voc(root: str | Path, split: str = "val", image_size: int = 448, mask_size: int = 112) -> SegmentationImages:
+    root = Path(root)
+    if (root / "VOC2012").is_dir():
+        root = root / "VOC2012"
+    split_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not split_file.exists():
+        raise FileNotFoundError(f"Pascal VOC: {split_file} not found; give the VOC2012 folder (with JPEGImages/, "
+                                "SegmentationClass/, ImageSets/Segmentation/) and a split (train, val).")
+    stems = split_file.read_text().split()
+    pairs = [(root / "JPEGImages" / f"{s}.jpg", root / "SegmentationClass" / f"{s}.png") for s in stems]
+    return load_mask_pairs(pairs, VOC_CLASSES, image_size, mask_size)
+
+
+def load_ade20k(root: str | Path, split: str = "validation", image_size: int = 448,
+                mask_size: int = 112) -> SegmentationImages:
+    root = Path(root)
+    if (root / "ADEChallengeData2016").is_dir():
+        root = root / "ADEChallengeData2016"
+    image_dir, mask_dir = root / "images" / split, root / "annotations" / split
+    if not image_dir.is_dir() or not mask_dir.is_dir():
+        raise FileNotFoundError(f"ADE20K: expected {image_dir} and {mask_dir} (the ADEChallengeData2016 layout).")
+    pairs = [(p, mask_dir / f"{p.stem}.png") for p in sorted(image_dir.glob("*.jpg")) if (mask_dir / f"{p.stem}.png").exists()]
+    # ADE20K's 150 class names live in objectInfo150.csv when present; numbers otherwise.
+    classes = ["other"] + [f"class_{i}" for i in range(1, 151)]
+    info = root / "objectInfo150.csv"
+    if info.exists():
+        rows = info.read_text().splitlines()[1:]
+        classes = ["other"] + [r.rsplit(",", 1)[-1].split(";")[0].strip() for r in rows]
+    return load_mask_pairs(pairs, classes, image_size, mask_size)
+
+
+def load_folder(root: str | Path, image_size: int = 448, mask_size: int = 112) -> SegmentationImages:
+    """``root/images/<name>.<ext>`` with ``root/masks/<name>.png``; images without a mask are skipped."""
+    root = Path(root)
+    image_dir, mask_dir = root / "images", root / "masks"
+    if not image_dir.is_dir() or not mask_dir.is_dir():
+        raise FileNotFoundError(f"{root}: a segmentation folder needs images/ and masks/ subfolders "
+                                "(mask = PNG with the same name, one label per pixel, 255 = ignore).")
+    pairs = [(p, mask_dir / f"{p.stem}.png") for p in sorted(image_dir.iterdir())
+             if p.suffix.lower() in IMAGE_EXTENSIONS and (mask_dir / f"{p.stem}.png").exists()]
+    if not pairs:
+        raise FileNotFoundError(f"{root}: no image in images/ has a mask of the same name in masks/.")
+    labels = sorted({int(v) for _, m in pairs for v in np.unique(np.asarray(Image.open(m)))} - {0, IGNORE})
+    n = max(labels, default=0)
+    return load_mask_pairs(pairs, ["background"] + [f"class_{i}" for i in range(1, n + 1)], image_size, mask_size)
+
+
+# ---------------------------------------------------------------- built-in data
+
+
+def _package_file(package: str, relative: str) -> Path:
+    """A data file inside an installed wheel, found without importing the package (its own
+    dependencies are not needed for the data)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"The built-in data needs the wheel '{package}' (only its data files are used): "
+            f"pip install --no-deps {'stardist==0.9.2' if package == 'stardist' else 'imgaug==0.4.0'}")
+    return Path(list(spec.submodule_search_locations)[0]) / relative
+
+
+def load_nuclei(instances: bool = False, tile: int = 128, image_size: int = 448,
+                mask_size: int = 112) -> SegmentationImages:
+    """stardist's fluorescence image of nuclei with its hand-annotated instance mask, cut into tiles.
+
+    ``instances=False``: mask 1 = nucleus; ``True``: every nucleus its own label (1..K per tile).
+    """
+    image = np.asarray(Image.open(_package_file("stardist", "data/images/img2d.tif")), dtype=np.float32)
+    labels = np.asarray(Image.open(_package_file("stardist", "data/images/mask2d.tif")), dtype=np.int64)
+    image = image / max(image.max(), 1.0)
+    loaders, names = [], []
+    for y in range(0, image.shape[0] - tile + 1, tile):
+        for x in range(0, image.shape[1] - tile + 1, tile):
+            crop, mask = image[y:y + tile, x:x + tile], labels[y:y + tile, x:x + tile]
+            if instances:
+                ids = np.union1d([0], mask)  # sorted, starts with 0, so background stays 0
+                mask = np.searchsorted(ids, mask)
+            else:
+                mask = (mask > 0).astype(np.int64)
+            loaders.append(lambda c=crop, m=mask: (c, m))
+            names.append(f"img2d_y{y}_x{x}")
+    classes = ["background", "nucleus"]
+    return SegmentationImages(loaders, names, classes, image_size, mask_size)
+
+
+def load_quokka(image_size: int = 448, mask_size: int = 112) -> SegmentationImages:
+    """imgaug's quokka photo with its polygon outline (1 = animal)."""
+    image = Image.open(_package_file("imgaug", "quokka.jpg")).convert("RGB")
+    notes = json.loads(_package_file("imgaug", "quokka_annotations.json").read_text())
+    polygon = [v for point in notes["polygons"][0]["keypoints"] for v in (point["x"], point["y"])]
+    mask = rasterize_polygons([polygon], image.height, image.width).astype(np.int64)
+    return SegmentationImages([lambda: (image, mask)], ["quokka"], ["background", "animal"], image_size, mask_size)
+
+
+def load_kml_composites(n: int = 16, seed: int = 0, image_size: int = 448, mask_size: int = 112) -> SegmentationImages:
+    """Procedural check: KML composites ``s2 * m + s3 * (1 - m)`` of rendered program images
+    (``datamodules.procedural.kml``), labelled by which image a pixel mostly comes from
+    (1: ``m >= 0.5``, s2; 2: s3). Renders ``3 n`` images on first access (needs headless EGL)."""
+    rendered: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def composites() -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if not rendered:
+            from datamodules.procedural.kml import kml
+            from datamodules.shaders import ShaderDataModule
+
+            data = ShaderDataModule(process="shaders", seed=seed, image_size=image_size, batch_size=3 * n,
+                                    num_workers=0, samples_per_epoch=3 * n)
+            data.setup("fit")
+            images = next(iter(data.train_dataloader()))
+            mixed, m = kml(images[0::3], images[1::3], images[2::3])
+            rendered.extend(zip(mixed, torch.where(m[:, 0] >= 0.5, 1, 2), strict=True))
+        return rendered
+
+    def loader(i: int) -> Callable:
+        def load():
+            image, mask = composites()[i]
+            return image.permute(1, 2, 0).numpy(), mask.numpy()
+        return load
+
+    return SegmentationImages([loader(i) for i in range(n)], [f"kml_{seed}_{i}" for i in range(n)],
+                              ["background", "cut from s2", "cut from s3"], image_size, mask_size)
+
+
+def load_segmentation(spec: str, image_size: int = 448, mask_size: int = 112,
+                      limit: int | None = None) -> SegmentationImages:
+    """Resolve a segmentation source (see the module docstring) and keep its first ``limit`` items."""
+    kind, _, rest = spec.partition(":")
+    root, _, split = rest.partition(":") if kind in ("coco", "voc", "ade20k") else ("", "", "")
+    sizes = dict(image_size=image_size, mask_size=mask_size)
+    if kind == "nuclei":
+        data = load_nuclei(False, **sizes)
+    elif kind == "nuclei_instances":
+        data = load_nuclei(True, **sizes)
+    elif kind == "quokka":
+        data = load_quokka(**sizes)
+    elif kind == "kml_composites":
+        data = load_kml_composites(n=limit or 16, seed=int(rest or 0), **sizes)
+    elif kind == "coco":
+        split = split or "val"
+        data = load_coco(Path(root) / "annotations" / f"instances_{split}2017.json", Path(root) / f"{split}2017", **sizes)
+    elif kind == "voc":
+        data = load_voc(root, split or "val", **sizes)
+    elif kind == "ade20k":
+        data = load_ade20k(root, split or "validation", **sizes)
+    else:
+        data = _detect_layout(Path(spec), sizes)
+    return data.subset(limit)
+
+
+def _detect_layout(root: Path, sizes: dict) -> SegmentationImages:
+    if not root.exists():
+        raise FileNotFoundError(
+            f"Unknown segmentation source {str(root)!r}: give one of {', '.join(BUILTINS)}, "
+            "coco:<root>[:split], voc:<root>[:split], ade20k:<root>[:split], or a folder with images/ and masks/.")
+    if (root / "annotations").is_dir() and list((root / "annotations").glob("instances_val2017.json")):
+        return load_coco(root / "annotations" / "instances_val2017.json", root / "val2017", **sizes)
+    if (root / "SegmentationClass").is_dir() or (root / "VOC2012").is_dir():
+        return load_voc(root, "val", **sizes)
+    if (root / "images" / "validation").is_dir() or (root / "ADEChallengeData2016").is_dir():
+        return load_ade20k(root, "validation", **sizes)
+    return load_folder(root, **sizes)

@@ -1,0 +1,146 @@
+"""ShaderDataModule: procedural images rendered live, sharded over ranks and workers, resumable.
+
+Samples come from :class:`datamodules.procedural.stream.ProceduralStream` (an IterableDataset). The
+module counts the batches handed to training, and ``state_dict()`` / ``load_state_dict()`` carry
+(epoch, batches consumed), so a Lightning checkpoint stores the stream position and a resumed run
+continues with exactly the samples it would have seen.
+
+Each DataLoader worker creates its own EGL context on its first block. When this process already holds
+a context (it rendered something itself, e.g. a contact sheet), forked workers would hang at their first
+draw, so the loader then starts its workers with ``spawn``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from .procedural import egl
+from .procedural.blocks import BlockConfig
+from .procedural.processes import get_process
+from .procedural.stream import ProceduralStream, blocks_per_epoch
+
+# Ingredient reuse per rendered program image when the config does not say (see blocks.py). Mixed
+# processes reuse each render in ~24 samples: on a CPU (llvmpipe) a 224 px program image costs several
+# times more than decoding a JPEG, and 24 uses of a fresh image is still far fewer than the anchor's
+# (each of its 1.3M stored images was used ~6 times per epoch for 100 epochs). On a GPU, lower it.
+DEFAULT_REUSE = {"shaders": 1.0, "mixup": 24.0, "kml": 24.0, "kml_mixup": 24.0}
+
+
+class ShaderDataModule(L.LightningDataModule):
+    """Procedural training images: ``process`` in shaders | mixup | kml | kml_mixup.
+
+    Batches are ``[B, 3, H, W]`` float in [0, 1] without ``transform``; with one, each sample is
+    ``transform(image)`` (the DINO multi-crop list when training). ``samples_per_epoch`` counts all ranks.
+    Engine options: ``block_size`` (samples per block), ``programs_per_block``, ``reuse`` (ingredient
+    uses per rendered image; None: DEFAULT_REUSE), ``shuffle_blocks`` (blocks per shuffle window),
+    ``tiles`` (images per framebuffer readback), ``rank`` / ``world_size`` (override the process group's,
+    for tests and tools).
+    """
+
+    def __init__(
+        self,
+        process: str = "kml_mixup",
+        seed: int = 0,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        samples_per_epoch: int = 1_300_000,
+        shader_dir: str | None = None,
+        transform: Callable | None = None,
+        block_size: int = 512,
+        programs_per_block: int = 4,
+        reuse: float | None = None,
+        shuffle_blocks: int = 2,
+        tiles: int = 16,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        super().__init__()
+        get_process(process)  # fail early on a typo
+        self.config = BlockConfig(
+            process=process, seed=seed, image_size=image_size, block_size=block_size,
+            programs_per_block=programs_per_block, reuse=DEFAULT_REUSE[process] if reuse is None else reuse,
+            shader_dir=shader_dir,
+        )
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.dataset = ProceduralStream(
+            self.config, samples_per_epoch, shuffle_blocks=shuffle_blocks, transform=transform, tiles=tiles,
+            rank=rank, world_size=world_size,
+        )
+        self.dataset.batch_size = batch_size
+        self.dataset.uint8_items = True  # without a transform, batches are converted to float here
+        self.epoch = 0
+        self.batches_consumed = 0  # batches handed out in the current epoch
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        return _PositionedLoader(
+            self,
+            self.dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            multiprocessing_context="spawn" if self.num_workers > 0 and egl.context_exists() else None,
+        )
+
+    def blocks_per_epoch(self) -> int:
+        layout = self.dataset.layout()
+        return blocks_per_epoch(self.dataset.samples_per_epoch, self.config.block_size,
+                                layout.world_size * max(self.num_workers, 1))
+
+    # ------------------------------------------------------------------ stream position
+    def state_dict(self) -> dict:
+        """Stream position. Under a Trainer, the batch Lightning's fetcher holds ahead is not counted."""
+        consumed = self.batches_consumed
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and consumed > 0 and getattr(trainer, "training", False):
+            consumed -= 1  # the prefetching fetcher has taken one batch more than training used
+        layout = self.dataset.layout()
+        return {"epoch": self.epoch, "batches_consumed": consumed, "batch_size": self.batch_size,
+                "num_workers": self.num_workers, "world_size": layout.world_size,
+                "process": self.config.process, "seed": self.config.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume at a saved position (exact when batch size, worker count and world size are unchanged)."""
+        layout = self.dataset.layout()
+        same = (state.get("batch_size"), state.get("num_workers"), state.get("world_size")) == (
+            self.batch_size, self.num_workers, layout.world_size)
+        self.epoch = int(state["epoch"])
+        if same:
+            self.batches_consumed = int(state["batches_consumed"])
+        else:
+            import warnings
+
+            warnings.warn(
+                "the procedural stream resumes at the start of epoch "
+                f"{self.epoch}: batch size / workers / world size changed since the checkpoint "
+                f"({state.get('batch_size')}/{state.get('num_workers')}/{state.get('world_size')} -> "
+                f"{self.batch_size}/{self.num_workers}/{layout.world_size}), so the mid-epoch position "
+                "cannot be mapped exactly", stacklevel=2,
+            )
+            self.batches_consumed = 0
+
+
+class _PositionedLoader(DataLoader):
+    """A DataLoader that starts its workers at the module's stream position and counts what it yields."""
+
+    def __init__(self, module: ShaderDataModule, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._module = module
+
+    def __iter__(self):
+        module = self._module
+        # Workers receive a copy of the dataset when the iterator starts: set the position first.
+        self.dataset.epoch = module.epoch
+        self.dataset.batches_done = module.batches_consumed
+        for batch in super().__iter__():
+            module.batches_consumed += 1
+            if isinstance(batch, torch.Tensor) and batch.dtype == torch.uint8:
+                batch = batch.float().div_(255.0)  # [B, 3, H, W] in [0, 1], as with a transform
+            yield batch
+        module.epoch += 1
+        module.batches_consumed = 0

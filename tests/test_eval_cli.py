@@ -1,0 +1,68 @@
+import json
+
+import pytest
+
+from cli.eval import encoder_rows, main, make_encoder, parse_args
+
+
+def test_encoders_comma_separated_and_references_appended_once():
+    args = parse_args(["--encoder", "a.ckpt,rgb", "--encoder", "efficientnet_lite0", "--evals", "pca_r2,twoafc"])
+    assert args.encoders == ["a.ckpt", "rgb", "efficientnet_lite0"]
+    assert args.evals == ["pca_r2", "twoafc"]
+    assert encoder_rows(args.encoders, args.references) == ["a.ckpt", "rgb", "efficientnet_lite0", "random_vit"]
+    assert encoder_rows(["rgb"], "none") == ["rgb"]
+
+
+def test_unknown_evaluation_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--encoder", "rgb", "--evals", "pca_r3"])
+    assert "pca_r3" in capsys.readouterr().err
+
+
+def test_eval_writes_json_and_markdown(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    results = main(["--encoder", "rgb", "--references", "none", "--evals", "pca_r2,in_context,knn_seg,twoafc",
+                    "--pca-limit", "2", "--seg-limit", "4", "--twoafc-limit", "6", "--image-size", "64",
+                    "--out", str(out)])
+    row = results["rgb"]
+    for key in ("pca_r2", "in_context/miou", "knn_seg/miou", "twoafc/score"):
+        assert 0 <= row[key] <= 1, key
+    saved = json.loads(out.read_text())
+    assert saved["results"]["rgb"]["pca_r2"] == pytest.approx(row["pca_r2"])
+    markdown = out.with_suffix(".md").read_text()
+    assert markdown.startswith("| encoder | PCA R² | in-context mIoU | kNN-seg mIoU | 2AFC |")
+    assert "| rgb |" in markdown
+    assert "not a human-judgment" in " ".join(capsys.readouterr().out.split())
+
+
+def test_bad_encoder_is_reported_and_fails(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--encoder", "no_such_encoder", "--references", "none", "--evals", "twoafc",
+              "--out", str(tmp_path / "r.json")])
+    assert exit_info.value.code == 1
+    assert "no_such_encoder" in json.loads((tmp_path / "r.json").read_text())["results"]
+
+
+def tiny_checkpoint(path) -> str:
+    """A DINO checkpoint (hyper-parameters + weights) of a tiny ViT, as Lightning writes one."""
+    import lightning
+    import torch
+
+    from lightning_modules.dino import DINO
+
+    module = DINO(arch="vit_tiny_patch16_224", embed_dim=32, depth=1, num_heads=2, out_dim=64, head_hidden_dim=32,
+                  head_bottleneck_dim=16, global_crop_size=64, local_crop_size=32, n_local_crops=2)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": lightning.__version__}, path)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_checkpoint_row_and_its_random_twin(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "tiny.ckpt")
+    results = main(["--encoder", ckpt, "--references", "random_vit", "--evals", "twoafc", "--twoafc-limit", "4",
+                    "--image-size", "64", "--out", str(tmp_path / "r.json")])
+    assert list(results) == [ckpt, "random_vit"]
+    # the random row is a fresh initialisation of the checkpoint's own (tiny) architecture
+    twin = make_encoder("random_vit", [ckpt])
+    assert twin.embed_dim == 32 and twin.name == "random_init:tiny"
