@@ -5,6 +5,11 @@ file is the subtree of that group. A ``profile`` file then overrides keys across
 ``cpu`` profile shrinks the model, the ``paper`` profile holds the paper's recipe), and command-line
 ``key=value`` overrides come last. An unknown key or a value of the wrong type is an error that
 names the valid keys, so a typo never silently trains the wrong thing. ``+key=value`` adds a new key.
+
+Two small composition rules keep configs free of copies: a group file may list other files of its
+own group under ``defaults`` (merged first, so ``callbacks/default.yaml`` is ``basic`` + ``knn`` +
+``evals``), and a group file may name the choices that fit it for other groups under ``_choices``
+(``model/slot_vae.yaml`` picks ``callbacks: compositional``); a choice typed on the command line wins.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def compose(overrides: Sequence[str] = (), root: str = "train", config_dir: Path
     """Return the configuration for ``root`` with group choices, profile and overrides applied."""
     base = OmegaConf.load(config_dir / f"{root}.yaml")
     choices = dict(base.pop("defaults", {}))
+    explicit: set[str] = set()
     values: list[tuple[str, str]] = []
     for override in overrides:
         key, sep, value = override.partition("=")
@@ -36,12 +42,22 @@ def compose(overrides: Sequence[str] = (), root: str = "train", config_dir: Path
             raise ConfigError(f"Override {override!r} is not of the form key=value.")
         if key in choices:
             choices[key] = value
+            explicit.add(key)
         else:
             values.append((key, value))
+    nodes = {g: _load_group(config_dir, g, c) for g, c in choices.items() if g != "profile"}
+    for group in list(nodes):
+        for other, choice in nodes[group].pop("_choices", {}).items():
+            if other not in choices:
+                raise ConfigError(f"{group}/{choices[group]}.yaml chooses unknown group {other!r}.")
+            if other not in explicit and choices[other] != choice:
+                choices[other] = choice
+                if other != "profile":
+                    nodes[other] = _load_group(config_dir, other, choice)
     if choices.get("profile") == AUTO:
         choices["profile"] = auto_profile()
 
-    cfg = OmegaConf.create({g: _load_group(config_dir, g, c) for g, c in choices.items() if g != "profile"})
+    cfg = OmegaConf.create(nodes)
     cfg = OmegaConf.merge(cfg, base)
     if "profile" in choices:
         _apply_profile(cfg, _load_group(config_dir, "profile", choices["profile"]))
@@ -65,7 +81,9 @@ def _load_group(config_dir: Path, group: str, choice: str) -> DictConfig:
         options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
         hint = _did_you_mean(choice, options)
         raise ConfigError(f"Unknown {group} {choice!r}.{hint} Options: {', '.join(options)}.")
-    return OmegaConf.load(path)
+    node = OmegaConf.load(path)
+    includes = node.pop("defaults", [])
+    return OmegaConf.merge(*(_load_group(config_dir, group, c) for c in includes), node) if includes else node
 
 
 def _apply_profile(cfg: DictConfig, profile: DictConfig) -> None:

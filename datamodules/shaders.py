@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
 from .procedural import egl
@@ -73,16 +72,18 @@ class ShaderDataModule(L.LightningDataModule):
             rank=rank, world_size=world_size,
         )
         self.dataset.batch_size = batch_size
-        self.dataset.uint8_items = True  # without a transform, batches are converted to float here
         self.epoch = 0
         self.batches_consumed = 0  # batches handed out in the current epoch
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
+        # Without a transform, workers yield whole float batches (see ProceduralStream.batched), so the
+        # loader itself does not batch.
+        self.dataset.batched = self.dataset.transform is None
         return _PositionedLoader(
             self,
             self.dataset,
-            batch_size=self.batch_size,
+            batch_size=None if self.dataset.batched else self.batch_size,
             num_workers=self.num_workers,
             multiprocessing_context="spawn" if self.num_workers > 0 and egl.context_exists() else None,
         )
@@ -139,8 +140,6 @@ class _PositionedLoader(DataLoader):
         self.dataset.batches_done = module.batches_consumed
         for batch in super().__iter__():
             module.batches_consumed += 1
-            if isinstance(batch, torch.Tensor) and batch.dtype == torch.uint8:
-                batch = batch.float().div_(255.0)  # [B, 3, H, W] in [0, 1], as with a transform
             yield batch
         module.epoch += 1
         module.batches_consumed = 0

@@ -61,3 +61,14 @@ def test_overriding_a_key_that_interpolates_the_choices(config_dir):
         "defaults: {data: a, trainer: default}\nseed: 0\nrun_name: ${choices.data}_s${seed}\n")
     assert compose([], config_dir=config_dir).run_name == "a_s0"
     assert compose(["run_name=mine"], config_dir=config_dir).run_name == "mine"
+
+
+def test_group_includes_and_choices_of_other_groups(config_dir):
+    (config_dir / "trainer" / "base.yaml").write_text("max_steps: 7\nlr: 0.5\nfast: true\n")
+    (config_dir / "trainer" / "derived.yaml").write_text("defaults: [base]\nlr: 0.1\n")
+    (config_dir / "data" / "c.yaml").write_text("_choices: {trainer: derived}\nname: c\nimage_size: 8\n")
+    cfg = compose(["data=c"], config_dir=config_dir)
+    assert (cfg.trainer.max_steps, cfg.trainer.lr, cfg.trainer.fast) == (7, 0.1, True)
+    assert cfg.choices.trainer == "derived" and "_choices" not in cfg.data
+    # a choice typed on the command line wins over the one a group file suggests
+    assert compose(["data=c", "trainer=default"], config_dir=config_dir).trainer.max_steps == 100

@@ -123,3 +123,17 @@ def test_processes_are_deterministic_and_thread_count_independent():
         levels = results[0][name].float()
         assert levels.shape == (8, 3, 48, 48) and levels.min() >= 0 and levels.max() <= 255
         assert torch.equal(levels, levels.round()), "samples are whole 8-bit levels"
+
+
+def test_box_blur_equals_avg_pool_without_padding_counts():
+    """The separable blur is the paper's 3x3 box blur: avg_pool2d(count_include_pad=False)."""
+    from datamodules.procedural.kml import box_blur3
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(2, 1, 1, 1), (2, 1, 2, 5), (3, 1, 17, 9)]:
+        binary = (torch.rand(shape, generator=g) > 0.5).float()
+        want = torch.nn.functional.avg_pool2d(binary, 3, stride=1, padding=1, count_include_pad=False)
+        assert torch.equal(box_blur3(binary), want), "exact on binary masks"
+        soft = torch.rand(shape, generator=g)
+        want = torch.nn.functional.avg_pool2d(soft, 3, stride=1, padding=1, count_include_pad=False)
+        assert torch.allclose(box_blur3(soft), want, atol=1e-6)

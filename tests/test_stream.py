@@ -202,3 +202,24 @@ def test_lightning_checkpoint_resumes_the_stream(tmp_path):
                                                str(next((tmp_path / "ckpt").glob("*.ckpt"))))
     assert first.seen == full.seen[:3]
     assert resumed.seen == full.seen[3:7]
+
+
+@pytest.mark.egl
+def test_batched_worker_items_equal_collated_samples():
+    """Workers yielding whole float batches give exactly the batches the loader would collate itself."""
+    from torch.utils.data import DataLoader
+
+    from datamodules.shaders import ShaderDataModule
+
+    dm = ShaderDataModule("kml", seed=3, image_size=32, batch_size=5, num_workers=2, samples_per_epoch=24, block_size=6,
+                          programs_per_block=2, reuse=4.0, shuffle_blocks=1)
+    batched = [b.clone() for b in dm.train_dataloader()]
+    assert dm.dataset.batched and [len(b) for b in batched] == [5, 5, 5, 5, 2, 2]  # 12 samples per worker
+    dm.dataset.batched = False
+    from datamodules.procedural import egl
+
+    # Forked workers hang at their first draw when this process already holds a context (earlier tests).
+    collated = list(DataLoader(dm.dataset, batch_size=5, num_workers=2,
+                               multiprocessing_context="spawn" if egl.context_exists() else None))
+    assert all(torch.equal(a, b) for a, b in zip(batched, collated, strict=True))
+    assert batched[0].dtype == torch.float32 and 0 <= float(batched[0].min()) and float(batched[0].max()) <= 1

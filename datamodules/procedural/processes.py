@@ -26,6 +26,8 @@ from .mixup import MIXUP_IMAGES, convex_mix, dirichlet_weights
 
 # Pool images whose masks are computed in one batched call (bounds the 256 x 256 float temporaries).
 MASK_BATCH = 32
+# Samples composited per pass of the KML processes (int16 temporaries of ~1 MB per image stay cached).
+COMPOSITE_PART = 8
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,32 @@ def _kml_levels(pool, indices, cache, name):
     return composite_levels_(s2, s3, m)
 
 
+def _in_parts(pool, indices, cache, levels):
+    """uint8 [n, 3, H, W]: ``levels(pool, part, cache)`` over parts of COMPOSITE_PART samples.
+
+    The int16 temporaries of a part (a few MB) stay in the CPU cache between the composite's
+    elementwise passes; over a whole chunk they would stream through memory (~30% slower measured).
+    Each sample depends on its own indices only, so parts do not change the result.
+    """
+    n, shape = len(indices), tuple(pool.shape[1:])
+    out = _buffer(cache, "levels8", (n, *shape), torch.uint8)
+    for start in range(0, n, COMPOSITE_PART):
+        out[start : start + COMPOSITE_PART] = levels(pool, indices[start : start + COMPOSITE_PART], cache)
+    return out
+
+
 def _kml(pool, indices, generator, cache):
-    return _kml_levels(pool, indices, cache, "first")
+    return _in_parts(pool, indices, cache, lambda p, i, c: _kml_levels(p, i, c, "first"))
 
 
-def _kml_mixup(pool, indices, generator, cache):
+def _kml_mixup_levels(pool, indices, cache):
     first = _kml_levels(pool, indices[:, :3], cache, "first")
     second = _kml_levels(pool, indices[:, 3:], cache, "second")
     return first.add_(second).add_(1).bitwise_right_shift_(1)  # mean, rounded half up
+
+
+def _kml_mixup(pool, indices, generator, cache):
+    return _in_parts(pool, indices, cache, _kml_mixup_levels)
 
 
 PROCESSES: dict[str, Process] = {

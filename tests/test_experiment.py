@@ -1,0 +1,55 @@
+"""The transfer experiment end to end in its quick mode: train every process, evaluate, write the tables."""
+
+import json
+import math
+
+import pytest
+
+from benchmarks import experiment
+from lightning_modules.encoders import REFERENCE_ENCODERS
+
+
+def test_seeds_default_to_two_for_the_headline_process_only():
+    assert experiment.seeds_of("kml_mixup", None) == [0, 1]
+    assert experiment.seeds_of("shaders", None) == [0]
+    assert experiment.seeds_of("shaders", [3, 4]) == [3, 4]
+
+
+def test_every_process_gets_the_same_budget_and_batch():
+    args = experiment.parse_args(["--budget-steps", "50", "--batch-size", "16"])
+    commands = [experiment.train_command(args, p, 0)[3:] for p in experiment.PROCESSES]
+    shared = [[a for a in c if not a.startswith(("data=", "run_name="))] for c in commands]
+    assert all(s == shared[0] for s in shared)
+    assert "trainer.max_steps=50" in shared[0] and "data.batch_size=16" in shared[0]
+
+
+def test_aggregate_reports_mean_and_sample_std():
+    per_run = {"a0": {"m": 1.0}, "a1": {"m": 3.0}, "r": {"m": 5.0}}
+    table = experiment.aggregate(per_run, {"a": ["a0", "a1"], "r": ["r"]})
+    assert table["a"]["m"]["mean"] == 2.0 and table["a"]["m"]["std"] == pytest.approx(math.sqrt(2))
+    assert table["r"]["m"] == {"mean": 5.0, "std": 0.0, "n": 1, "values": [5.0]}
+
+
+@pytest.mark.slow
+@pytest.mark.egl
+@pytest.mark.timeout(1800)
+def test_quick_experiment_writes_tables_and_plots(tmp_path):
+    experiment.main(["--quick", "--processes", "kml", "kml_mixup", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "experiment.json").read_text())
+    encoders = ["kml", "kml_mixup", *REFERENCE_ENCODERS]
+    assert list(result["table"]) == encoders
+    for encoder in encoders:
+        stats = result["table"][encoder]
+        for key in (experiment.HEADLINE_KEY, experiment.PRIVATE_KEY, "pca_r2", "twoafc/score",
+                    "knn/rank/k200/top1"):
+            assert math.isfinite(stats[key]["mean"]), (encoder, key)
+        assert 0 <= stats[experiment.HEADLINE_KEY]["mean"] <= 100
+    markdown = (tmp_path / "experiment.md").read_text()
+    assert "4 optimisation steps per run" in markdown and "paper" in markdown
+    assert all(f"| {e} |" in markdown for e in encoders)
+    for plot in ("knn_vs_k.png", "privacy.png"):
+        assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
+    # A second call resumes: every run and every evaluation is found, nothing is recomputed.
+    before = {p: p.stat().st_mtime for p in (tmp_path / "evals").glob("*.json")}
+    experiment.main(["--quick", "--processes", "kml", "kml_mixup", "--out", str(tmp_path)])
+    assert {p: p.stat().st_mtime for p in (tmp_path / "evals").glob("*.json")} == before
