@@ -130,6 +130,8 @@ def run_name(process: str, seed: int) -> str:
 
 def train_command(args: argparse.Namespace, process: str, seed: int) -> list[str]:
     """The cli.train call of one run: cpu profile, no evaluation callbacks, the budget in steps."""
+    # callbacks=none: the evaluations run afterwards on the final checkpoint, and cli.train still keeps
+    # a last.ckpt every epoch (resuming) without the profile's kept 55 MB checkpoints.
     overrides = [f"data={process}", "profile=cpu", "callbacks=none", f"seed={seed}",
                  f"trainer.max_steps={args.budget_steps}",
                  "trainer.max_epochs=-1",  # the budget is the step count, not the profile's epochs
