@@ -38,7 +38,8 @@ def markdown(results: dict[str, list[dict]]) -> str:
 
 
 def ratio_plot(results: dict[str, list[dict]], path: Path) -> None:
-    rows = [(f"{name}: {r['name']}", r["ratio"]) for name, rs in results.items() for r in rs if r.get("ratio")]
+    rated = [(f"{name}: {r['name']}", r["ratio"]) for name, rs in results.items() for r in rs if r.get("ratio")]
+    rows = [(label, ratio) for label, ratio in rated if ratio > 0]  # a log axis cannot show ratios <= 0
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.2))
@@ -46,7 +47,9 @@ def ratio_plot(results: dict[str, list[dict]], path: Path) -> None:
     ax.barh(labels, ratios, color=["tab:green" if r >= 1 else "tab:red" for r in ratios])
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("ratio against the baseline (log scale, > 1 is better)")
+    left_out = len(rated) - len(rows)
+    ax.set_xlabel("ratio against the baseline (log scale, > 1 is better)"
+                  + (f"; {left_out} rows with ratio <= 0 in REPORT.md only" if left_out else ""))
     ax.invert_yaxis()
     fig.tight_layout()
     with atomic_path(path) as tmp:
