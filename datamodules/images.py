@@ -37,12 +37,11 @@ def find_images(root: str | Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
 
 
 def load_rgb(path: Path) -> torch.Tensor:
-    """Decode one file to float ``[3, H, W]`` in [0, 1] (grey, palette, RGBA and 16-bit become RGB)."""
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            image = image.point(lambda v: v / 256).convert("L")
-        return TF.to_dtype(TF.to_image(image.convert("RGB")), torch.float32, scale=True)
+    """Decode one file to float ``[3, H, W]`` in [0, 1], converted as the labelled sets are
+    (grey, palette, RGBA, 16-bit and CMYK become RGB; see ``datamodules.real.to_rgb``)."""
+    from datamodules.real import open_rgb  # real.py imports this module's IMAGE_EXTENSIONS
+
+    return TF.to_dtype(TF.to_image(open_rgb(path)), torch.float32, scale=True)
 
 
 class ImageFiles(Dataset):

@@ -8,14 +8,7 @@ from datamodules.procedural.kml import MASK_LEVELS, kmeans2_mask, kml, kml_mask,
 from datamodules.procedural.mixup import MIXUP_IMAGES, convex_mix, dirichlet_weights
 from datamodules.procedural.processes import PROCESSES, get_process, pool_masks
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The engine runs in single-threaded DataLoader workers; a shared, loaded machine makes threads costly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pool(n=8, size=48, seed=0):

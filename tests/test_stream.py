@@ -8,17 +8,10 @@ import torch
 from datamodules.procedural.blocks import BlockConfig, BlockMaker
 from datamodules.procedural.stream import Layout, ProceduralStream, blocks_per_epoch, slot_blocks
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMALL = BlockConfig(process="kml_mixup", seed=3, image_size=48, block_size=8, programs_per_block=2, reuse=4.0)
 EPOCH = 8 * 12  # 12 blocks: a multiple of 1, 2, 3, 4 and 6 slots
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The engine runs in single-threaded DataLoader workers; a shared, loaded machine makes threads costly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _digest(image: torch.Tensor) -> str:  # also used on float batches
