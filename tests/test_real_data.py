@@ -98,8 +98,7 @@ def test_built_in_sets():
     faces = load_labelled("lfw_subset")
     assert len(faces) == 200 and faces.classes == ["face", "non_face"] and faces.targets[:100].sum() == 0
     assert faces[0][0].shape == (3, 25, 25)
-    if not FASHION_MNIST_DIR.exists():
-        pytest.skip("dataset-fashion-mnist is not installed")
+    assert FASHION_MNIST_DIR.exists(), "dataset-fashion-mnist is not installed: run `make system`"
     test = load_labelled("fashion_mnist:test")
     assert len(test) == 10000 and test.classes[9] == "Ankle boot" and test[0][0].shape == (3, 28, 28)
     small = test.subset(100, seed=1)
