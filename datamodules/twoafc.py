@@ -22,6 +22,7 @@ as float ``[3, S, S]`` in [0, 1]; items are ``(ref, img0, img1, p)``.
 
 from __future__ import annotations
 
+import abc
 import csv
 import io
 from pathlib import Path
@@ -44,7 +45,7 @@ STRONG_FACTOR = 3.0  # the strong copy gets 3x the mild distortion strength
 COMPONENTS = ("ref", "img0", "img1")
 
 
-class TwoAFCTriplets(Dataset):
+class TwoAFCTriplets(Dataset, abc.ABC):
     """Base: ``image(i, which)`` loads one image (``which`` 0 = ref, 1 = img0, 2 = img1); ``p[i]``
     is the preference for img1. ``skipped`` lists ``(row, reason)`` dropped while loading."""
 
@@ -57,8 +58,9 @@ class TwoAFCTriplets(Dataset):
     def __len__(self) -> int:
         return len(self.p)
 
+    @abc.abstractmethod
     def image(self, index: int, which: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Image ``which`` (0 ref, 1 img0, 2 img1) of triplet ``index`` as float ``[3, S, S]``."""
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return (*(self.image(index, w) for w in range(3)), self.p[index])
