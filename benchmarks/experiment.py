@@ -1,7 +1,7 @@
 """The procedural-versus-real transfer experiment (``make experiment``; results under docs/results/).
 
     python -m benchmarks.experiment [--budget-steps 960] [--seeds 0 1] \\
-        [--processes shaders mixup kml kml_mixup] [--quick] [--out docs/results]
+        [--processes shaders mixup kml kml_mixup] [--quick] [--out docs/results] [--runs DIR]
 
 1. Trains the cpu-profile DINO model on each procedural process under the same compute budget
    (same ``trainer.max_steps``, batch and seeds), one ``python -m cli.train`` subprocess per run
@@ -101,6 +101,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="training batch (default: the cpu profile's 32)")
     p.add_argument("--quick", action="store_true", help="4 steps per process, 1 seed, tiny evaluations")
     p.add_argument("--out", type=Path, default=Path("docs/results"))
+    p.add_argument("--runs", type=Path, default=None,
+                   help="training runs folder (default <out>/runs); another --out can evaluate the same runs")
     p.add_argument("--limit-memory", type=int, default=None, help="kNN memory images (default: make eval's)")
     p.add_argument("--limit-query", type=int, default=None, help="kNN query images (default: make eval's)")
     p.add_argument("--pca-limit", type=int, default=None, help="PCA R^2 images (default: make eval's)")
@@ -115,6 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 setattr(args, key, QUICK[key])
         args.seeds = args.seeds or [0]
     args.budget_steps = args.budget_steps or DEFAULT_BUDGET_STEPS
+    args.runs = args.runs or args.out / "runs"
     if args.budget_steps < 1:
         p.error("--budget-steps must be at least 1")
     return args
@@ -135,7 +138,7 @@ def train_command(args: argparse.Namespace, process: str, seed: int) -> list[str
     overrides = [f"data={process}", "profile=cpu", "callbacks=none", f"seed={seed}",
                  f"trainer.max_steps={args.budget_steps}",
                  "trainer.max_epochs=-1",  # the budget is the step count, not the profile's epochs
-                 f"run_name={run_name(process, seed)}", f"runs_dir={args.out / 'runs'}"]
+                 f"run_name={run_name(process, seed)}", f"runs_dir={args.runs}"]
     if args.batch_size:
         overrides.append(f"data.batch_size={args.batch_size}")
     if args.quick:
@@ -165,7 +168,7 @@ def train_all(args: argparse.Namespace, console: Console) -> dict[str, list[Path
     env = {**os.environ, "PYOPENGL_PLATFORM": "egl"}
     for process in args.processes:
         for seed in seeds_of(process, args.seeds):
-            last = args.out / "runs" / run_name(process, seed) / "checkpoints" / "last.ckpt"
+            last = args.runs / run_name(process, seed) / "checkpoints" / "last.ckpt"
             done = finished_steps(last)
             if done >= args.budget_steps:
                 console.print(f"[green]skip[/green] {run_name(process, seed)}: {last} has {done} steps")
@@ -317,11 +320,12 @@ def plot_privacy(table: dict[str, dict], path: Path) -> None:
     for encoder, stats in table.items():
         if HEADLINE_KEY in stats and PRIVATE_KEY in stats:
             x, y = stats[PRIVATE_KEY], stats[HEADLINE_KEY]
-            ax.errorbar(100 * x["mean"], y["mean"], xerr=100 * x["std"], yerr=y["std"], marker="o", capsize=2)
-            ax.annotate(encoder, (100 * x["mean"], y["mean"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+            ax.errorbar(100 * x["mean"], y["mean"], xerr=100 * x["std"], yerr=y["std"], marker="o", capsize=2,
+                        linestyle="none", label=encoder)  # a legend, not annotations: close points overlap
     ax.set_xlabel(f"non-private memory samples % ({AUDIT_RULE} vote, k = {AUDIT_K})")
     ax.set_ylabel(f"kNN top-1 % ({AUDIT_RULE}, k = {AUDIT_K})")
     ax.set_title("Accuracy versus privacy (Fashion-MNIST)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
 

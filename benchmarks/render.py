@@ -6,6 +6,11 @@ measured just before each process in the same run: the anchor's way of feeding t
 JPEGs (quality 95, pre-rendered by this engine) decoded with PIL and converted to float tensors in a
 DataLoader with the same worker count and batch size. Both timings include starting the workers.
 
+Where the time of a mixed sample goes is reported too, in one process on one core: milliseconds per
+sample spent compiling and rendering its share of the block's programs and mixing (masks and
+composites), beside the milliseconds to decode and convert one JPEG. When mixing alone costs about as much as a decode, no
+rendering speed-up can lift the ratio above 1.0x on a CPU.
+
 The full run (without QUICK) also compiles and renders the programs of seeds 0..999 and reports how
 many compile and give non-degenerate images. Timings are noisy on a shared machine.
 """
@@ -100,6 +105,46 @@ class _ProgramCheck(torch.utils.data.IterableDataset):
             yield {"seed": seed, "valid": bool(ok), "compile_ms": ms}
 
 
+class _PhaseCosts(torch.utils.data.IterableDataset):
+    """Per-sample milliseconds of a block's three phases, compiling, rendering and mixing, in a worker.
+
+    Per block: ``pool(b)`` the first time compiles and renders; again, it only renders (compiled programs
+    are cached); ``maker(b)`` then renders and mixes. The differences give each phase.
+    """
+
+    def __init__(self, process: str, blocks: int):
+        self.process, self.blocks = process, blocks
+
+    def __iter__(self):
+        from datamodules.procedural.blocks import BlockConfig, BlockMaker
+        from datamodules.shaders import DEFAULT_REUSE
+
+        config = BlockConfig(self.process, seed=0, image_size=IMAGE_SIZE, reuse=DEFAULT_REUSE[self.process])
+        maker = BlockMaker(config)
+        maker(0)  # warm-up: the GL context, the workspace buffers
+        seconds = np.zeros(3)  # first pool, second pool, whole block
+        for block in range(1, self.blocks + 1):
+            for i, make in enumerate((maker.pool, maker.pool, maker)):
+                start = time.perf_counter()
+                make(block)
+                seconds[i] += time.perf_counter() - start
+        first, again, whole = 1000 * seconds / (self.blocks * config.block_size)
+        yield {"compiling": first - again, "rendering": again, "mixing": whole - again}
+
+
+def phase_costs(process: str, jpeg_paths: list[Path]) -> list[dict]:
+    """Rows: ms per sample compiling, rendering and mixing (one worker), against ms per JPEG decode."""
+    costs = next(iter(DataLoader(_PhaseCosts(process, 1 if quick() else 3), batch_size=None, num_workers=1)))
+    decode = JpegFolder(jpeg_paths, len(jpeg_paths))
+    start = time.perf_counter()
+    for i in range(len(decode)):
+        decode[i]
+    decode_ms = 1000 * (time.perf_counter() - start) / len(decode)
+    baseline = "PIL decode + float conversion of one 224px JPEG, one process"
+    return [row(f"phase/{process}/{phase}", float(ms), "ms per sample", baseline, decode_ms, higher_is_better=False)
+            for phase, ms in costs.items()]
+
+
 def main() -> None:
     workers = os.cpu_count() or 1
     n = 1024 if quick() else 8192
@@ -115,6 +160,7 @@ def main() -> None:
             value = images_per_second(dm.train_dataloader(), n)
             rows.append(row(f"render/{process}", value, "images/s", baseline_name, baseline,
                             workers=workers, image_size=IMAGE_SIZE, reuse_factor=dm.config.reuse_factor))
+        rows += phase_costs("kml_mixup", paths)
     if not quick():
         rows += program_validity(range(1000))
     write_rows("render", rows)

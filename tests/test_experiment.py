@@ -23,6 +23,13 @@ def test_every_process_gets_the_same_budget_and_batch():
     assert "trainer.max_steps=50" in shared[0] and "data.batch_size=16" in shared[0]
 
 
+def test_runs_folder_defaults_under_out_and_can_be_shared(tmp_path):
+    default = experiment.parse_args(["--out", str(tmp_path / "a")])
+    assert default.runs == tmp_path / "a" / "runs"
+    shared = experiment.parse_args(["--out", str(tmp_path / "b"), "--runs", str(tmp_path / "a" / "runs")])
+    assert f"runs_dir={tmp_path / 'a' / 'runs'}" in experiment.train_command(shared, "kml", 0)
+
+
 def test_aggregate_reports_mean_and_sample_std():
     per_run = {"a0": {"m": 1.0}, "a1": {"m": 3.0}, "r": {"m": 5.0}}
     table = experiment.aggregate(per_run, {"a": ["a0", "a1"], "r": ["r"]})
