@@ -84,6 +84,25 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def resume_mismatch(checkpoint: Path, model: L.LightningModule) -> str | None:
+    """Why ``model`` cannot resume from ``checkpoint`` (parameter shapes differ), or None when it can.
+
+    A run started again after its configuration changed would otherwise fail deep inside
+    ``load_state_dict``; this names the changed hyper-parameters instead.
+    """
+    state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
+    saved = {k: tuple(v.shape) for k, v in state.get("state_dict", {}).items()}
+    current = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    if not differing:
+        return None
+    old, new = dict(state.get("hyper_parameters", {})), dict(model.hparams)
+    changed = [f"model.{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now"
+               for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    return (f"{checkpoint} holds a model of another shape ({len(differing)} tensors differ, e.g. {differing[0]}). "
+            + ("Changed: " + "; ".join(changed) + "." if changed else ""))
+
+
 def main(argv: Sequence[str] | None = None, config_dir: Path = CONFIG_DIR) -> int:
     """Train with the overrides ``argv`` (``key=value``); returns the exit status (2: bad configuration)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -101,6 +120,10 @@ def main(argv: Sequence[str] | None = None, config_dir: Path = CONFIG_DIR) -> in
     trainer = build_trainer(cfg, callbacks)
     last = run_dir(cfg) / "checkpoints" / "last.ckpt"
     ckpt_path = None
+    if last.exists() and (mismatch := resume_mismatch(last, model)):
+        console.print(f"[bold red]Cannot resume:[/bold red] {mismatch}\nStart a new run (run_name=<another name>), "
+                      f"remove {run_dir(cfg)}, or give the checkpoint's values on the command line.")
+        return 2
     if last.exists():
         ckpt_path = str(last)
         console.print(f"[bold green]Resuming[/bold green] run '{cfg.run_name}' from {last}")

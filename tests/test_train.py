@@ -128,6 +128,13 @@ def test_cli_trains_checkpoints_and_resumes(image_folder, tmp_path, capsys):
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["global_step"] == 4 and "loss_fn.center" in state["state_dict"]
 
+    # The same run started again with another model shape: a message naming the change, nothing touched.
+    capsys.readouterr()
+    assert main(_train_args(image_folder, runs, "trainer.max_steps=5", "model.out_dim=48")) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Cannot resume" in err and "model.out_dim" in err and "run_name=" in err
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
+
     model = DINO.load_from_checkpoint(str(last), map_location="cpu")
     backbone = model.teacher_backbone
     x = torch.randn(2, 3, 32, 32)
