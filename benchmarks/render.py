@@ -6,10 +6,10 @@ measured just before each process in the same run: the anchor's way of feeding t
 JPEGs (quality 95, pre-rendered by this engine) decoded with PIL and converted to float tensors in a
 DataLoader with the same worker count and batch size. Both timings include starting the workers.
 
-Where the time of a mixed sample goes is reported too, in one process on one core: milliseconds per
-sample spent compiling and rendering its share of the block's programs and mixing (masks and
-composites), beside the milliseconds to decode and convert one JPEG. When mixing alone costs about as much as a decode, no
-rendering speed-up can lift the ratio above 1.0x on a CPU.
+Where the time of a mixed sample goes is reported too, in one worker process: milliseconds per sample
+spent compiling and rendering its share of the block's programs and mixing (masks and composites),
+beside the milliseconds to decode and convert one JPEG. When mixing alone costs about as much as a
+decode, no rendering speed-up can lift the ratio above 1.0x on a CPU.
 
 The full run (without QUICK) also compiles and renders the programs of seeds 0..999 and reports how
 many compile and give non-degenerate images. Timings are noisy on a shared machine.

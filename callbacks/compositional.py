@@ -13,29 +13,30 @@ import lightning
 import torch
 import torchvision
 
-from core.log_dir import run_log_dir
-from core.results import append_results
 from evaluations.compositional import evaluate_compositional, infer_slots
 
+from .periodic import EpochEvaluation
 
-class CompositionalMetrics(lightning.Callback):
+
+class CompositionalMetrics(EpochEvaluation):
     """``every_n_epochs``: evaluation period; ``n_fit``: ID training scenes the readout is fitted on;
     ``n_eval``: held-out ID and OOD scenes scored (each); ``search``: also score slots refined by
     gradient-based search (``search_steps`` Adam steps, models with a decoder only); ``readout``:
     "mlp" or "linear", fitted with ``readout_steps`` Adam steps; ``grid_images``: OOD scenes drawn
     with their reconstructions (0: none)."""
 
+    name = "compositional"
+
     def __init__(self, every_n_epochs: int = 1, n_fit: int = 2000, n_eval: int = 500, search: bool = False,
                  search_steps: int = 50, readout: str = "mlp", readout_steps: int = 400,
                  grid_images: int = 16) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
-        self.every_n_epochs, self.n_fit, self.n_eval = every_n_epochs, n_fit, n_eval
+        super().__init__(every_n_epochs)
+        self.n_fit, self.n_eval = n_fit, n_eval
         self.search, self.search_steps, self.grid_images = search, search_steps, grid_images
         self.readout, self.readout_steps = readout, readout_steps
 
     def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
+        if not self.due(trainer):
             return
         data = trainer.datamodule
         if data is None or not hasattr(data, "ood_set"):
@@ -52,9 +53,7 @@ class CompositionalMetrics(lightning.Callback):
         pl_module.log_dict(results, rank_zero_only=True, sync_dist=False)
         if trainer.is_global_zero:
             self._draw(trainer, pl_module, ood.images[: self.grid_images])
-            log_dir = run_log_dir(trainer)
-            append_results(log_dir / "results.jsonl", [{"epoch": trainer.current_epoch, "step": trainer.global_step,
-                                                        "evaluation": "compositional", **results}])
+        self.record(trainer, results)
 
     @torch.no_grad()
     def _draw(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, images: torch.Tensor) -> None:

@@ -4,9 +4,14 @@ all ranks (each evaluation shards and gathers itself, so every rank gets one pro
 log the scalars, and append one row to ``<log_dir>/results.jsonl`` on rank 0.
 
 Subclasses implement ``evaluate(encoder) -> dict[str, float]`` (also what the DDP tests call).
+Callbacks that draw pictures or evaluate another kind of model take only the schedule and the
+results row from :class:`EpochEvaluation`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import lightning
 import torch
@@ -26,8 +31,21 @@ def backbone_of(pl_module: lightning.LightningModule) -> torch.nn.Module:
                     "evaluation callbacks need a ViT backbone (model=dino).")
 
 
-class PeriodicEvaluation(lightning.Callback):
-    """Base class. ``every_n_epochs``: run after every n-th training epoch (1 = every epoch)."""
+@contextmanager
+def frozen_encoder(pl_module: lightning.LightningModule) -> Iterator[Encoder]:
+    """The model's backbone as an :class:`Encoder` in eval mode, its training mode restored afterwards."""
+    backbone = backbone_of(pl_module)
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        yield encoder_from_backbone(backbone).to(pl_module.device)
+    finally:
+        backbone.train(was_training)
+
+
+class EpochEvaluation(lightning.Callback):
+    """Schedule and record of an evaluation callback. ``every_n_epochs``: run after every n-th
+    training epoch (1 = every epoch); subclasses check :meth:`due` and write rows with :meth:`record`."""
 
     name = "evaluation"
 
@@ -35,29 +53,38 @@ class PeriodicEvaluation(lightning.Callback):
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
         self.every_n_epochs = every_n_epochs
+
+    def due(self, trainer: lightning.Trainer) -> bool:
+        """Whether the epoch that just ended is an evaluation epoch."""
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def record(self, trainer: lightning.Trainer, fields: dict) -> None:
+        """Append one row (epoch, step, evaluation name, ``fields``) to ``<log_dir>/results.jsonl``; rank 0 only."""
+        if trainer.is_global_zero:
+            append_results(run_log_dir(trainer) / "results.jsonl", [{"epoch": trainer.current_epoch,
+                                                                     "step": trainer.global_step,
+                                                                     "evaluation": self.name, **fields}])
+
+
+class PeriodicEvaluation(EpochEvaluation):
+    """Base class of the encoder evaluations: ``evaluate(encoder)`` on the frozen backbone when due."""
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        super().__init__(every_n_epochs)
         self.progress = False  # Rich progress bars; off inside a fit (its bar owns the console), on in cli.eval
 
     def evaluate(self, encoder: Encoder) -> dict[str, float]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement evaluate(encoder)")
 
     def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
+        if not self.due(trainer):
             return
-        backbone = backbone_of(pl_module)
-        was_training = backbone.training
-        backbone.eval()
-        try:
-            with torch.no_grad():
-                metrics = self.evaluate(encoder_from_backbone(backbone).to(pl_module.device))
-        finally:
-            backbone.train(was_training)
+        with frozen_encoder(pl_module) as encoder, torch.no_grad():
+            metrics = self.evaluate(encoder)
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         pl_module.log_dict(scalars, rank_zero_only=True, sync_dist=False)
         self.after_evaluation(trainer, pl_module, metrics)
-        if trainer.is_global_zero:
-            log_dir = run_log_dir(trainer)
-            append_results(log_dir / "results.jsonl", [{"epoch": trainer.current_epoch, "step": trainer.global_step,
-                                                        "evaluation": self.name, **metrics}])
+        self.record(trainer, metrics)
 
     def after_evaluation(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule,
                          metrics: dict) -> None:

@@ -17,12 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from core.log_dir import run_log_dir
-from core.results import append_results
 from datamodules.segmentation import BUILTINS, image_to_tensor, load_segmentation
 from evaluations.feature_maps import DEFAULT_CLUSTERS, feature_grid, save_grid
-from lightning_modules.encoders import encoder_from_backbone
 
-from .periodic import PeriodicEvaluation, backbone_of
+from .periodic import EpochEvaluation, frozen_encoder
 
 
 def visual_samples(spec: str, n: int, size: int) -> torch.Tensor:
@@ -49,7 +47,7 @@ def visual_samples(spec: str, n: int, size: int) -> torch.Tensor:
                         for p in find_images(spec)[:n]]).clamp(0, 1)
 
 
-class FeatureMaps(PeriodicEvaluation):
+class FeatureMaps(EpochEvaluation):
     name = "feature_maps"
 
     def __init__(self, every_n_epochs: int = 1, images: str = "photos", n_images: int = 6, image_size: int = 224,
@@ -64,20 +62,13 @@ class FeatureMaps(PeriodicEvaluation):
         return self._samples
 
     def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
+        if not self.due(trainer) or not trainer.is_global_zero:
             return
-        backbone = backbone_of(pl_module)
-        was_training = backbone.training
-        backbone.eval()
-        try:
-            grid = feature_grid(encoder_from_backbone(backbone).to(pl_module.device), self.samples(), self.clusters)
-        finally:
-            backbone.train(was_training)
+        with frozen_encoder(pl_module) as encoder:
+            grid = feature_grid(encoder, self.samples(), self.clusters)
         experiment = getattr(trainer.logger, "experiment", None)
         if hasattr(experiment, "add_image"):
             experiment.add_image("feature_maps/image_pca_kmeans", grid, trainer.global_step)
-        log_dir = run_log_dir(trainer)
-        path = log_dir / "feature_maps" / f"epoch_{trainer.current_epoch:04d}.png"
+        path = run_log_dir(trainer) / "feature_maps" / f"epoch_{trainer.current_epoch:04d}.png"
         save_grid(grid, path)
-        append_results(log_dir / "results.jsonl", [{"epoch": trainer.current_epoch, "step": trainer.global_step,
-                                                    "evaluation": self.name, "image": str(path)}])
+        self.record(trainer, {"image": str(path)})
