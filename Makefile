@@ -53,7 +53,7 @@ system: ## Install the Debian packages (EGL, Fashion-MNIST) when missing; needs 
 	fi
 
 train: setup ## Train: make train DATA=kml_mixup [MODEL=dino] [ARGS="trainer.max_steps=200"]
-	$(PY) -m cli.train data=$(DATA) model=$(MODEL) $(ARGS)
+	$(PY) -m procedural_perception.cli.train data=$(DATA) model=$(MODEL) $(ARGS)
 
 test: setup ## Run the whole test suite (slow tests included)
 	$(PY) -m pytest -q $(ARGS)
@@ -68,13 +68,13 @@ tensorboard: setup ## TensorBoard on runs/
 	$(VENV)/bin/tensorboard --logdir runs --bind_all
 
 render: setup ## Write images + contact sheet: make render DATA=kml_mixup N=10000 OUT=dir
-	$(PY) -m cli.render --data $(DATA) -n $(N) --out $(OUT) $(ARGS)
+	$(PY) -m procedural_perception.cli.render --data $(DATA) -n $(N) --out $(OUT) $(ARGS)
 
 eval: setup ## Evaluate: make eval CKPT=path|random_vit|rgb|efficientnet_lite0 MEMORY=... QUERY=... EVALS=all
-	$(PY) -m cli.eval --encoder $(CKPT) --memory $(MEMORY) --query $(QUERY) --evals $(EVALS) $(ARGS)
+	$(PY) -m procedural_perception.cli.eval --encoder $(CKPT) --memory $(MEMORY) --query $(QUERY) --evals $(EVALS) $(ARGS)
 
 memory: setup ## Visual memory command: make memory ARGS="build|classify|forget|audit ..."
-	$(PY) -m cli.memory $(ARGS)
+	$(PY) -m procedural_perception.cli.memory $(ARGS)
 
 experiment: setup ## Procedural-versus-real transfer experiment (results under docs/results/)
 	$(PY) -m benchmarks.experiment $(ARGS)
@@ -92,7 +92,7 @@ bench-ddp: setup ## Training images/s with 2 processes vs 1 (gloo, CPU)
 	$(PY) -m benchmarks.ddp
 
 bench-compositional: setup ## Compositional generalisation table (encoder-only vs generative)
-	$(PY) -m benchmarks.compositional
+	$(PY) -m procedural_perception.compositional.benchmark
 
 bench: bench-render bench-train bench-memory bench-ddp bench-compositional ## Every benchmark, then one report
 	$(PY) -m benchmarks.report

@@ -2,8 +2,8 @@
 
 `make bench-ddp` (``python -m benchmarks.ddp``) trains the DINO model of the ``cpu`` profile (a 4-block
 ViT-Tiny at 64 px global crops) with its real multi-crop transform, the same number of images per
-process and step, launched the way ``torchrun`` / ``fabric run`` launch ``cli.train`` (each process
-gets the launcher's environment and builds its Trainer with ``core.launch.trainer_arguments``):
+process and step, launched the way ``torchrun`` / ``fabric run`` launch ``procedural_perception.cli.train`` (each process
+gets the launcher's environment and builds its Trainer with ``procedural_perception.training.launch.trainer_arguments``):
 
 * baseline: 1 process with half the cores (``torch`` threads = cores / 2);
 * value: 2 processes on one node, each with half the cores, gradients all-reduced over gloo: the
@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.rows import quick, row, write_rows
+from procedural_perception.core.benchmark_rows import quick, row, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +40,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from core.config import compose, instantiate
-    from core.launch import trainer_arguments
+    from procedural_perception.core.config import compose, instantiate
+    from procedural_perception.training.launch import trainer_arguments
 
     torch.set_num_threads(args.threads)
     cfg = compose(["profile=cpu"])

@@ -4,11 +4,11 @@
         [--processes shaders mixup kml kml_mixup] [--quick] [--out docs/results] [--runs DIR]
 
 1. Trains the cpu-profile DINO model on each procedural process under the same compute budget
-   (same ``trainer.max_steps``, batch and seeds), one ``python -m cli.train`` subprocess per run
+   (same ``trainer.max_steps``, batch and seeds), one ``python -m procedural_perception.cli.train`` subprocess per run
    (a fresh process: its own EGL contexts and seeding). A run whose ``last.ckpt`` already reached the
    budget is skipped; an unfinished one resumes from it, so a killed experiment continues.
 2. Evaluates every checkpoint and the reference encoders (``random_vit`` = a random initialisation of
-   the checkpoints' own architecture, ``rgb``, ``efficientnet_lite0``) with ``cli.eval``'s own
+   the checkpoints' own architecture, ``rgb``, ``efficientnet_lite0``) with ``procedural_perception.cli.eval``'s own
    evaluations: kNN classification of Fashion-MNIST (every voting rule, every k) with the exact
    privacy audit, PCA R^2 and 2AFC. Each encoder's metrics are cached in ``<out>/evals/``.
 3. Writes ``experiment.json`` and ``experiment.md`` (mean +- sample standard deviation over seeds,
@@ -40,12 +40,12 @@ from rich.console import Console
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cli import eval as cli_eval  # noqa: E402
-from core.atomic import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
-from core.config import compose  # noqa: E402
-from evaluations.knn import AUDIT_K, AUDIT_RULE  # noqa: E402
 from lightning_modules.encoders import REFERENCE_ENCODERS  # noqa: E402
-from visual_memory.voting import RULES  # noqa: E402
+from procedural_perception.cli import eval as cli_eval  # noqa: E402
+from procedural_perception.core.atomic import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
+from procedural_perception.core.config import compose  # noqa: E402
+from procedural_perception.evaluations.knn import AUDIT_K, AUDIT_RULE  # noqa: E402
+from procedural_perception.visual_memory.voting import RULES  # noqa: E402
 
 PROCESSES = ("shaders", "mixup", "kml", "kml_mixup")
 HEADLINE_PROCESS = "kml_mixup"
@@ -108,7 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pca-limit", type=int, default=None, help="PCA R^2 images (default: make eval's)")
     p.add_argument("--twoafc-limit", type=int, default=None, help="2AFC triplets (default: make eval's)")
     p.add_argument("--image-size", type=int, default=None, help="evaluation input size (default: make eval's)")
-    p.add_argument("--train-arg", action="append", default=[], help="extra cli.train override key=value")
+    p.add_argument("--train-arg", action="append", default=[], help="extra procedural_perception.cli.train override key=value")
     args = p.parse_args(argv)
     if args.quick:
         for key in ("budget_steps", "batch_size", "limit_memory", "limit_query", "pca_limit", "twoafc_limit",
@@ -132,8 +132,8 @@ def run_name(process: str, seed: int) -> str:
 
 
 def train_command(args: argparse.Namespace, process: str, seed: int) -> list[str]:
-    """The cli.train call of one run: cpu profile, no evaluation callbacks, the budget in steps."""
-    # callbacks=none: the evaluations run afterwards on the final checkpoint, and cli.train still keeps
+    """The procedural_perception.cli.train call of one run: cpu profile, no evaluation callbacks, the budget in steps."""
+    # callbacks=none: the evaluations run afterwards on the final checkpoint, and procedural_perception.cli.train still keeps
     # a last.ckpt every epoch (resuming) without the profile's kept 55 MB checkpoints.
     overrides = [f"data={process}", "profile=cpu", "callbacks=none", f"seed={seed}",
                  f"trainer.max_steps={args.budget_steps}",
@@ -144,11 +144,11 @@ def train_command(args: argparse.Namespace, process: str, seed: int) -> list[str
     if args.quick:
         # Smaller stream blocks: the first batch does not wait for 512 rendered images.
         overrides += [f"data.block_size={QUICK['block_size']}", "data.num_workers=0"]
-    return [sys.executable, "-m", "cli.train", *overrides, *args.train_arg]
+    return [sys.executable, "-m", "procedural_perception.cli.train", *overrides, *args.train_arg]
 
 
 def training_setup(args: argparse.Namespace) -> dict[str, Any]:
-    """What every run trains with, read from the composed cli.train configuration (same for all processes)."""
+    """What every run trains with, read from the composed procedural_perception.cli.train configuration (same for all processes)."""
     cfg = compose(train_command(args, PROCESSES[0], 0)[3:])
     return {"max_steps": cfg.trainer.max_steps, "batch_size": cfg.data.batch_size, "arch": cfg.model.arch,
             "depth": cfg.model.depth, "global_crop_size": cfg.model.global_crop_size,
@@ -186,7 +186,7 @@ def train_all(args: argparse.Namespace, console: Console) -> dict[str, list[Path
 
 
 def eval_args(args: argparse.Namespace) -> argparse.Namespace:
-    """cli.eval's arguments with its defaults, overridden by the sizes given here."""
+    """procedural_perception.cli.eval's arguments with its defaults, overridden by the sizes given here."""
     argv = ["--encoder", "unused", "--evals", ",".join(EVALS)]
     for flag, value in (("--limit-memory", args.limit_memory), ("--limit-query", args.limit_query),
                         ("--pca-limit", args.pca_limit), ("--twoafc-limit", args.twoafc_limit),

@@ -34,11 +34,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from benchmarks.rows import quick, row, write_rows  # noqa: E402
-from visual_memory import RULES, VisualMemory  # noqa: E402
-from visual_memory.index import FlatIndex  # noqa: E402
-from visual_memory.privacy import exact_audit  # noqa: E402
-from visual_memory.voting import predict  # noqa: E402
+from procedural_perception.core.benchmark_rows import quick, row, write_rows  # noqa: E402
+from procedural_perception.visual_memory import RULES, VisualMemory  # noqa: E402
+from procedural_perception.visual_memory.index import FlatIndex  # noqa: E402
+from procedural_perception.visual_memory.privacy import exact_audit  # noqa: E402
+from procedural_perception.visual_memory.voting import predict  # noqa: E402
 
 DIM = 384  # ViT-S/16 embedding width
 DINO_CHUNK = 100  # eval_knn: 10,000 test images in 100 chunks

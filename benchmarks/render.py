@@ -27,9 +27,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.rows import quick, row, write_rows
 from datamodules.procedural.processes import PROCESSES
 from datamodules.shaders import ShaderDataModule
+from procedural_perception.core.benchmark_rows import quick, row, write_rows
 
 IMAGE_SIZE = 224
 BATCH_SIZE = 64

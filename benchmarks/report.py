@@ -16,8 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks.rows import RESULTS_DIR, _fmt  # noqa: E402
-from core.atomic import atomic_path, atomic_write_text  # noqa: E402
+from procedural_perception.core.atomic import atomic_path, atomic_write_text  # noqa: E402
+from procedural_perception.core.benchmark_rows import RESULTS_DIR, _fmt  # noqa: E402
 
 
 def load_results(results_dir: Path = RESULTS_DIR) -> dict[str, list[dict]]:

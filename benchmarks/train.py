@@ -21,10 +21,10 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, default_collate
 
-from benchmarks.rows import quick, row, write_rows
-from core.config import compose, instantiate
 from lightning_modules.dino import DINO
 from lightning_modules.schedules import cosine_schedule, scaled_lr
+from procedural_perception.core.benchmark_rows import quick, row, write_rows
+from procedural_perception.core.config import compose, instantiate
 
 
 def make_batches(model: DINO, n_batches: int, batch_size: int, image_size: int, seed: int = 0) -> list:

@@ -17,14 +17,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import make_grid
 
-from callbacks.embedding import embed_dataset, eval_transform
 from callbacks.periodic import PeriodicEvaluation
-from core.atomic import atomic_path
-from core.log_dir import run_log_dir
-from datamodules.real import LabelledImages, load_labelled
-from evaluations.knn import DEFAULT_KS, Neighbours, accuracy_metrics, search_neighbours
 from lightning_modules.encoders import Encoder
-from visual_memory.voting import DEFAULT_TEMPERATURE, RULES
+from procedural_perception.core.atomic import atomic_path
+from procedural_perception.core.log_dir import run_log_dir
+from procedural_perception.datasets.labelled import LabelledImages, load_labelled
+from procedural_perception.evaluations.embedding import embed_dataset, eval_transform
+from procedural_perception.evaluations.knn import DEFAULT_KS, Neighbours, accuracy_metrics, search_neighbours
+from procedural_perception.visual_memory.voting import DEFAULT_TEMPERATURE, RULES
 
 GRID_TILE = 64  # pixels per image in the neighbour grid
 
@@ -32,7 +32,7 @@ GRID_TILE = 64  # pixels per image in the neighbour grid
 class KNNCallback(PeriodicEvaluation):
     """Args:
         every_n_epochs: evaluation period in epochs.
-        memory / query: labelled data specs (``datamodules.real.load_labelled``).
+        memory / query: labelled data specs (``procedural_perception.datasets.labelled.load_labelled``).
         memory_size / query_size: deterministic random subsets (``None``: the whole set); small
             sizes keep a CPU run short.
         seed: the subsets' seed.

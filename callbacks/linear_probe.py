@@ -1,6 +1,6 @@
 """Linear-probe accuracy during training (``linear_probe/top1``, paper Table 5).
 
-``train`` / ``test``: labelled sources for ``datamodules.real.load_labelled`` (built-in
+``train`` / ``test``: labelled sources for ``procedural_perception.datasets.labelled.load_labelled`` (built-in
 ``fashion_mnist:train`` / ``fashion_mnist:test``, an ImageFolder, a MedMNIST ``.npz``);
 ``train_limit`` / ``test_limit``: a seeded random N items of each (None = all; L-BFGS on 60k samples takes
 minutes); ``image_size``: encoder input (``eval_transform``); ``c``: inverse L2 strength.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
-from callbacks.embedding import eval_transform
-from datamodules.real import load_labelled
-from evaluations.linear_probe import DEFAULT_C, evaluate_linear_probe
 from lightning_modules.encoders import Encoder
+from procedural_perception.datasets.labelled import load_labelled
+from procedural_perception.evaluations.embedding import eval_transform
+from procedural_perception.evaluations.linear_probe import DEFAULT_C, evaluate_linear_probe
 
 from .periodic import PeriodicEvaluation
 

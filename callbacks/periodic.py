@@ -16,9 +16,8 @@ from contextlib import contextmanager
 import lightning
 import torch
 
-from core.log_dir import run_log_dir
-from core.results import append_results
 from lightning_modules.encoders import Encoder, encoder_from_backbone
+from procedural_perception.core.epoch_schedule import EpochEvaluation
 
 
 def backbone_of(pl_module: lightning.LightningModule) -> torch.nn.Module:
@@ -43,35 +42,12 @@ def frozen_encoder(pl_module: lightning.LightningModule) -> Iterator[Encoder]:
         backbone.train(was_training)
 
 
-class EpochEvaluation(lightning.Callback):
-    """Schedule and record of an evaluation callback. ``every_n_epochs``: run after every n-th
-    training epoch (1 = every epoch); subclasses check :meth:`due` and write rows with :meth:`record`."""
-
-    name = "evaluation"
-
-    def __init__(self, every_n_epochs: int = 1) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
-        self.every_n_epochs = every_n_epochs
-
-    def due(self, trainer: lightning.Trainer) -> bool:
-        """Whether the epoch that just ended is an evaluation epoch."""
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
-
-    def record(self, trainer: lightning.Trainer, fields: dict) -> None:
-        """Append one row (epoch, step, evaluation name, ``fields``) to ``<log_dir>/results.jsonl``; rank 0 only."""
-        if trainer.is_global_zero:
-            append_results(run_log_dir(trainer) / "results.jsonl", [{"epoch": trainer.current_epoch,
-                                                                     "step": trainer.global_step,
-                                                                     "evaluation": self.name, **fields}])
-
-
 class PeriodicEvaluation(EpochEvaluation):
     """Base class of the encoder evaluations: ``evaluate(encoder)`` on the frozen backbone when due."""
 
     def __init__(self, every_n_epochs: int = 1) -> None:
         super().__init__(every_n_epochs)
-        self.progress = False  # Rich progress bars; off inside a fit (its bar owns the console), on in cli.eval
+        self.progress = False  # Rich progress bars; off inside a fit (its bar owns the console), on in procedural_perception.cli.eval
 
     def evaluate(self, encoder: Encoder) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} must implement evaluate(encoder)")

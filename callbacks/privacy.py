@@ -12,9 +12,9 @@ import lightning
 
 from callbacks.knn import KNNCallback
 from callbacks.periodic import PeriodicEvaluation
-from evaluations.knn import AUDIT_K, AUDIT_RULE, privacy_audit
 from lightning_modules.encoders import Encoder
-from visual_memory.voting import DEFAULT_TEMPERATURE, predict
+from procedural_perception.evaluations.knn import AUDIT_K, AUDIT_RULE, privacy_audit
+from procedural_perception.visual_memory.voting import DEFAULT_TEMPERATURE, predict
 
 
 class PrivacyCallback(PeriodicEvaluation):

@@ -1,18 +1,18 @@
 """Segmentation evaluations during training: PCA R^2, in-context and kNN segmentation.
 
-Data sources are ``datamodules.segmentation.load_segmentation`` specs (built-in ``nuclei`` /
+Data sources are ``procedural_perception.datasets.segmentation.load_segmentation`` specs (built-in ``nuclei`` /
 ``nuclei_instances`` by default; ``coco:<root>``, ``voc:<root>:<split>``, ``ade20k:<root>`` for the
 paper's data sets). Each is loaded once, on first use, and cut to ``limit`` items.
 """
 
 from __future__ import annotations
 
-from datamodules.segmentation import SegmentationImages, load_segmentation
-from evaluations.in_context import MIN_AREA, evaluate_in_context
-from evaluations.knn_segmentation import DEFAULT_K, evaluate_knn_segmentation
-from evaluations.pca_r2 import PAPER_IMAGE_SIZE, PAPER_MASK_SIZE, evaluate_pca_r2
 from lightning_modules.encoders import Encoder
-from visual_memory.voting import DEFAULT_TEMPERATURE
+from procedural_perception.datasets.segmentation import SegmentationImages, load_segmentation
+from procedural_perception.evaluations.in_context import MIN_AREA, evaluate_in_context
+from procedural_perception.evaluations.knn_segmentation import DEFAULT_K, evaluate_knn_segmentation
+from procedural_perception.evaluations.pca_r2 import PAPER_IMAGE_SIZE, PAPER_MASK_SIZE, evaluate_pca_r2
+from procedural_perception.visual_memory.voting import DEFAULT_TEMPERATURE
 
 from .periodic import PeriodicEvaluation
 

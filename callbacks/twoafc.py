@@ -7,9 +7,9 @@ judgments) or ``nights:<root>[:split]`` (the paper's NIGHTS val set); ``limit``:
 
 from __future__ import annotations
 
-from datamodules.twoafc import TwoAFCTriplets, load_twoafc
-from evaluations.twoafc import evaluate_twoafc
 from lightning_modules.encoders import Encoder
+from procedural_perception.datasets.twoafc import TwoAFCTriplets, load_twoafc
+from procedural_perception.evaluations.twoafc import evaluate_twoafc
 
 from .periodic import PeriodicEvaluation
 

@@ -1,5 +1,5 @@
 """Feature pictures during training: PCA-RGB maps and K-means segmentations of a fixed set of real
-images (``evaluations.feature_maps``), logged as a TensorBoard image and saved as
+images (``procedural_perception.evaluations.feature_maps``), logged as a TensorBoard image and saved as
 ``<log_dir>/feature_maps/epoch_XXXX.png`` every ``every_n_epochs`` epochs.
 
 ``images``: ``photos`` (scikit-image's sample photographs, centre squares), a segmentation spec
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.log_dir import run_log_dir
-from datamodules.segmentation import BUILTINS, image_to_tensor, load_segmentation
-from evaluations.feature_maps import DEFAULT_CLUSTERS, feature_grid, save_grid
+from procedural_perception.core.log_dir import run_log_dir
+from procedural_perception.datasets.segmentation import BUILTINS, image_to_tensor, load_segmentation
+from procedural_perception.evaluations.feature_maps import DEFAULT_CLUSTERS, feature_grid, save_grid
 
 from .periodic import EpochEvaluation, frozen_encoder
 
@@ -28,7 +28,7 @@ def visual_samples(spec: str, n: int, size: int) -> torch.Tensor:
     if spec == "photos":
         import skimage.data
 
-        from datamodules.twoafc import PHOTOS
+        from procedural_perception.datasets.twoafc import PHOTOS
 
         images = []
         for name in PHOTOS[:n]:

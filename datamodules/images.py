@@ -38,8 +38,10 @@ def find_images(root: str | Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
 
 def load_rgb(path: Path) -> torch.Tensor:
     """Decode one file to float ``[3, H, W]`` in [0, 1], converted as the labelled sets are
-    (grey, palette, RGBA, 16-bit and CMYK become RGB; see ``datamodules.real.to_rgb``)."""
-    from datamodules.real import open_rgb  # real.py imports this module's IMAGE_EXTENSIONS
+    (grey, palette, RGBA, 16-bit and CMYK become RGB; see ``procedural_perception.datasets.labelled.to_rgb``)."""
+    from procedural_perception.datasets.labelled import (
+        open_rgb,  # real.py imports this module's IMAGE_EXTENSIONS
+    )
 
     return TF.to_dtype(TF.to_image(open_rgb(path)), torch.float32, scale=True)
 

@@ -26,9 +26,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torchvision.utils import make_grid
 
-from datamodules.multicrop import MultiCropTransform, denormalise
 from lightning_modules.dino_head import DINOHead
 from lightning_modules.dino_loss import DINOLoss, collapse_monitors, embedding_std
+from lightning_modules.multicrop import MultiCropTransform, denormalise
 from lightning_modules.schedules import cosine_schedule, scaled_lr
 
 

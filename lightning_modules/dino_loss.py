@@ -17,8 +17,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from core.distributed import is_distributed
 from lightning_modules.schedules import linear_warmup
+from procedural_perception.core.distributed import is_distributed
 
 
 class DINOLoss(nn.Module):

@@ -2,7 +2,7 @@
 
 import torch
 
-from core.distributed import rank_and_world
+from procedural_perception.core.distributed import rank_and_world
 
 
 def distributed_center(shards: list[torch.Tensor]) -> list[list[float]]:

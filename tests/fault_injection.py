@@ -1,4 +1,4 @@
-"""Callbacks that tests add to a real ``python -m cli.train`` run (``+callbacks.<name>={_target_: ...}``):
+"""Callbacks that tests add to a real ``python -m procedural_perception.cli.train`` run (``+callbacks.<name>={_target_: ...}``):
 record every step's loss exactly, and kill or pre-empt the process at a chosen step."""
 
 from __future__ import annotations

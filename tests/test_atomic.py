@@ -11,11 +11,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.rows import row, write_rows
-from core.atomic import DiskFullError, atomic_write_json
-from core.checkpoint_io import AtomicCheckpointIO
-from core.launch import trainer_arguments
-from core.results import append_results, read_results
+from procedural_perception.core.atomic import DiskFullError, atomic_write_json
+from procedural_perception.core.benchmark_rows import row, write_rows
+from procedural_perception.core.results import append_results, read_results
+from procedural_perception.training.checkpoint_io import AtomicCheckpointIO
+from procedural_perception.training.launch import trainer_arguments
 
 
 def disk_full(monkeypatch):
@@ -96,7 +96,7 @@ def test_training_with_a_full_disk_stops_with_a_clear_error_and_keeps_last_ckpt(
 
 
 def test_memory_save_on_a_full_disk_keeps_the_previous_snapshot(tmp_path, monkeypatch):
-    from visual_memory import VisualMemory
+    from procedural_perception.visual_memory import VisualMemory
 
     g = torch.Generator().manual_seed(0)
     memory = VisualMemory(8)

@@ -1,6 +1,6 @@
 """The bad-input sweep, for the cases no other test file covers (see the README's troubleshooting
 table for where the others live): user shader programs that do not compile, odd files in a training
-image folder, a non-finite loss through ``cli.train``, ``forget`` of unknown ids through ``cli.memory``,
+image folder, a non-finite loss through ``procedural_perception.cli.train``, ``forget`` of unknown ids through ``procedural_perception.cli.memory``,
 and one DDP rank dying or hanging."""
 
 import io
@@ -51,7 +51,7 @@ def test_only_programs_that_fail_to_compile_is_a_clear_error(tmp_path):
 
 
 def test_training_image_folder_skips_broken_files_and_converts_modes(tmp_path):
-    """datamodules/images.py (training on a user's folder); datamodules/real.py has its own test."""
+    """datamodules/images.py (training on a user's folder); procedural_perception/datasets/labelled.py has its own test."""
     from datamodules.images import ImageFolderDataModule
 
     root = tmp_path / "imgs"
@@ -85,7 +85,7 @@ def test_training_image_folder_skips_broken_files_and_converts_modes(tmp_path):
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_training_with_a_message_and_keeps_the_checkpoint(tmp_path, capsys):
-    from cli.train import main
+    from procedural_perception.cli.train import main
 
     folder = tmp_path / "imgs" / "c"
     folder.mkdir(parents=True)
@@ -106,8 +106,8 @@ def test_non_finite_loss_stops_training_with_a_message_and_keeps_the_checkpoint(
 
 
 def test_forget_of_unknown_ids_changes_nothing_and_says_which(tmp_path, capsys):
-    from cli.memory import main
-    from visual_memory import VisualMemory
+    from procedural_perception.cli.memory import main
+    from procedural_perception.visual_memory import VisualMemory
 
     g = torch.Generator().manual_seed(0)
     memory = VisualMemory(8, path=tmp_path / "memory")

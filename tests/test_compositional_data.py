@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from datamodules.compositional import (
+from procedural_perception.compositional.data import (
     FACTORS,
     RANGES,
     CompositionalDataModule,

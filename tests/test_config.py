@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from core.config import ConfigError, compose, parse_value
+from procedural_perception.core.config import ConfigError, compose, parse_value
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from distributed import run_distributed
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from callbacks.embedding import embed_dataset, eval_transform
 from lightning_modules.encoders import PixelEncoder, build_encoder
+from procedural_perception.evaluations.embedding import embed_dataset, eval_transform
 
 
 def test_random_vit_is_reproducible_and_frozen():

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from cli.eval import encoder_rows, main, make_encoder, parse_args
+from procedural_perception.cli.eval import encoder_rows, main, make_encoder, parse_args
 
 
 def test_encoders_comma_separated_and_references_appended_once():

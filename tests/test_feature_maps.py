@@ -1,7 +1,7 @@
 import torch
 
-from evaluations.feature_maps import colour_labels, feature_grid, kmeans_labels, pca_rgb
 from lightning_modules.encoders import build_encoder
+from procedural_perception.evaluations.feature_maps import colour_labels, feature_grid, kmeans_labels, pca_rgb
 
 
 def two_region_features() -> torch.Tensor:

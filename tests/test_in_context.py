@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.segmentation import SegmentationImages
-from evaluations.in_context import concept_pairs, evaluate_in_context
-from evaluations.knn_segmentation import evaluate_knn_segmentation
 from lightning_modules.encoders import build_encoder
+from procedural_perception.datasets.segmentation import SegmentationImages
+from procedural_perception.evaluations.in_context import concept_pairs, evaluate_in_context
+from procedural_perception.evaluations.knn_segmentation import evaluate_knn_segmentation
 
 SIZE = 128  # 8 x 8 patches of 16 pixels
 

@@ -11,12 +11,12 @@ from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader, TensorDataset
 
 import callbacks.knn as knn_module
-from callbacks.embedding import eval_transform
 from callbacks.knn import KNNCallback
 from callbacks.privacy import PrivacyCallback
-from datamodules.real import load_labelled
-from evaluations.knn import evaluate_knn
 from lightning_modules.encoders import build_encoder
+from procedural_perception.datasets.labelled import load_labelled
+from procedural_perception.evaluations.embedding import eval_transform
+from procedural_perception.evaluations.knn import evaluate_knn
 
 
 class TinyDINOLike(L.LightningModule):

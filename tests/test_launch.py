@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.strategies import DDPStrategy
 
-from callbacks.preemption import PreemptionCheckpoint
-from callbacks.rank_failure import RankFailureHandler, is_peer_failure
-from callbacks.step_seed import StepSeed, step_seed
-from core.checkpoint_io import AtomicCheckpointIO
-from core.launch import DDP_TIMEOUT_S, launcher_overrides, trainer_arguments
+from procedural_perception.training.checkpoint_io import AtomicCheckpointIO
+from procedural_perception.training.launch import DDP_TIMEOUT_S, launcher_overrides, trainer_arguments
+from procedural_perception.training.preemption import PreemptionCheckpoint
+from procedural_perception.training.rank_failure import RankFailureHandler, is_peer_failure
+from procedural_perception.training.step_seed import StepSeed, step_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_cpu_fallback_of_a_non_zero_local_rank_renders_on_llvmpipe():
     """Local rank 3 on a machine without GPUs: Mesa's software device, for EGL and faiss alike."""
     code = (
         "from datamodules.procedural import egl\n"
-        "from visual_memory.index import FlatIndex\n"
+        "from procedural_perception.visual_memory.index import FlatIndex\n"
         "ctx = egl.current_context()\n"
         "print(ctx.device, '|', FlatIndex(8, 'auto').use_gpu)\n"
     )

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.multicrop import MultiCropTransform, denormalise
+from lightning_modules.multicrop import MultiCropTransform, denormalise
 
 
 def test_crop_count_shapes_and_range():

@@ -51,7 +51,7 @@ def test_two_nodes_on_localhost_train_and_agree_with_one_process(tmp_path):
     nodes = [
         subprocess.Popen(
             [str(FABRIC), "run", "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2", "--node-rank", str(rank),
-             "--main-address", "127.0.0.1", "--main-port", str(port), "cli/train.py", *train_args(tmp_path)],
+             "--main-address", "127.0.0.1", "--main-port", str(port), "procedural_perception/cli/train.py", *train_args(tmp_path)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         for rank in (0, 1)
     ]

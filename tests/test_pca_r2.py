@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from evaluations.pca_r2 import pca_components, pca_r2_batch, segment_r2
+from procedural_perception.evaluations.pca_r2 import pca_components, pca_r2_batch, segment_r2
 
 
 def test_piecewise_constant_features_on_their_segments_give_one():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from visual_memory import RULES, VisualMemory
-from visual_memory.privacy import removal_changes
+from procedural_perception.visual_memory import RULES, VisualMemory
+from procedural_perception.visual_memory.privacy import removal_changes
 
 
 def clustered(n, q, dim=6, classes=3, seed=0, duplicates=6):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from callbacks.embedding import eval_transform
-from datamodules.real import FASHION_MNIST_DIR, load_labelled, to_rgb
+from procedural_perception.datasets.labelled import FASHION_MNIST_DIR, load_labelled, to_rgb
+from procedural_perception.evaluations.embedding import eval_transform
 
 
 def write_folder(root):

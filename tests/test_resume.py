@@ -1,4 +1,4 @@
-"""Exact resume of ``python -m cli.train``: a run killed with SIGKILL mid-epoch and started again, then
+"""Exact resume of ``python -m procedural_perception.cli.train``: a run killed with SIGKILL mid-epoch and started again, then
 pre-empted with SIGTERM and started again, takes exactly the steps of an uninterrupted run (same stream
 position, random draws, schedules and optimizer state: every loss bit-identical on the CPU in
 deterministic mode), and SIGTERM writes ``last.ckpt`` before the process exits with status 143."""
@@ -12,7 +12,7 @@ import torch
 from fault_injection import read_losses
 from tiny_training import launch_two_ranks
 
-from callbacks.preemption import PREEMPTED_EXIT_CODE
+from procedural_perception.training.preemption import PREEMPTED_EXIT_CODE
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 9  # 1.5 epochs: the chain below crosses an epoch boundary after its first resume
@@ -35,7 +35,7 @@ def start(runs_dir: Path, losses: Path, *extra: str) -> subprocess.Popen:
     args = [*TINY, f"runs_dir={runs_dir}",
             f"+callbacks.recorder={{_target_: fault_injection.LossRecorder, path: '{losses}'}}", *extra]
     env = {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "PYOPENGL_PLATFORM": "egl", "PATH": "/usr/bin:/bin"}
-    return subprocess.Popen([sys.executable, "-m", "cli.train", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "procedural_perception.cli.train", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.segmentation import (
+from procedural_perception.datasets.segmentation import (
     decode_rle,
     iterate_batches,
     load_coco,

@@ -5,16 +5,16 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from callbacks.compositional import CompositionalMetrics
-from core.results import read_results
-from datamodules.compositional import CompositionalDataModule, SpriteScenes
-from evaluations import compositional as comp
-from lightning_modules.interaction import interaction_penalty
-from lightning_modules.latent_search import latent_search
-from lightning_modules.slot_decoder import SlotDecoder
-from lightning_modules.slot_matching import align_targets, best_permutation, matched_mse
-from lightning_modules.slot_regressor import SlotRegressor
-from lightning_modules.slot_vae import SlotVAE
+from procedural_perception.compositional.callback import CompositionalMetrics
+from procedural_perception.compositional.data import CompositionalDataModule, SpriteScenes
+from procedural_perception.compositional.interaction import interaction_penalty
+from procedural_perception.compositional.latent_search import latent_search
+from procedural_perception.compositional.slot_decoder import SlotDecoder
+from procedural_perception.compositional.slot_matching import align_targets, best_permutation, matched_mse
+from procedural_perception.compositional.slot_regressor import SlotRegressor
+from procedural_perception.compositional.slot_vae import SlotVAE
+from procedural_perception.core.results import read_results
+from procedural_perception.compositional import evaluation as comp
 
 SMALL = dict(slot_dim=4, d_model=16, heads=2, hidden=32, channels=8)
 

@@ -1,4 +1,4 @@
-"""The DINO LightningModule (teacher EMA, freezing, clipping, schedules, stopping) and `python -m cli.train`."""
+"""The DINO LightningModule (teacher EMA, freezing, clipping, schedules, stopping) and `python -m procedural_perception.cli.train`."""
 
 import copy
 import math
@@ -9,10 +9,10 @@ from dino_helpers import TINY_OVERRIDES, fast_trainer, random_loader, tiny_dino
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from PIL import Image
 
-from cli.train import build_callbacks, main, resolve_precision
-from core.config import compose
 from datamodules.images import ImageFolderDataModule
 from lightning_modules.dino import DINO, NonFiniteLossError
+from procedural_perception.cli.train import build_callbacks, main, resolve_precision
+from procedural_perception.core.config import compose
 
 
 def test_teacher_gets_no_gradient_and_moves_by_ema():

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.twoafc import DistortionTriplets, load_twoafc
-from evaluations.twoafc import evaluate_twoafc, twoafc_scores
 from lightning_modules.encoders import build_encoder
+from procedural_perception.datasets.twoafc import DistortionTriplets, load_twoafc
+from procedural_perception.evaluations.twoafc import evaluate_twoafc, twoafc_scores
 
 
 def test_score_formula_with_ties():

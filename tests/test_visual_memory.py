@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from visual_memory import RULES, VisualMemory
-from visual_memory.index import GPU_MAX_K, TIE_MARGIN, FlatIndex
-from visual_memory.pruning import hard_prune, soft_prune_weights, wrong_counts
+from procedural_perception.visual_memory import RULES, VisualMemory
+from procedural_perception.visual_memory.index import GPU_MAX_K, TIE_MARGIN, FlatIndex
+from procedural_perception.visual_memory.pruning import hard_prune, soft_prune_weights, wrong_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,8 +131,8 @@ CRASH = """
 import os, signal, sys
 import numpy as np
 sys.path.insert(0, {root!r})
-from visual_memory import VisualMemory
-from visual_memory import store
+from procedural_perception.visual_memory import VisualMemory
+from procedural_perception.visual_memory import store
 mem = VisualMemory(4, path=sys.argv[1])
 rng = np.random.default_rng(0)
 mem.add(rng.normal(size=(10, 4)), np.zeros(10, int), sources=[f"a{{i}}" for i in range(10)])
@@ -202,7 +202,7 @@ def test_gpu_routing_and_cpu_fallback(monkeypatch):
     index = FlatIndex(4, "auto")
     assert index.use_gpu is False  # no faiss-gpu here: searches run on the CPU index
     with pytest.raises(RuntimeError, match="faiss-gpu"):
-        monkeypatch.setattr("visual_memory.index.gpu_count", lambda: 0)
+        monkeypatch.setattr("procedural_perception.visual_memory.index.gpu_count", lambda: 0)
         FlatIndex(4, "gpu")
     vectors = np.random.default_rng(0).normal(size=(GPU_MAX_K + 50, 4)).astype(np.float32)
     index.add(vectors, np.arange(len(vectors)))
@@ -226,7 +226,7 @@ def test_gpu_routing_and_cpu_fallback(monkeypatch):
 
 
 def test_memory_command_build_classify_forget_audit(tmp_path, capsys):
-    from cli.memory import main
+    from procedural_perception.cli.memory import main
 
     folder = str(tmp_path / "m")
     assert main(["build", "--encoder", "rgb", "--data", "digits", "--out", folder, "--image-size", "16",

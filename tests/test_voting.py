@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from visual_memory.voting import RULES, accuracy_for_ks, neighbour_weights, predict, rank_classes
+from procedural_perception.visual_memory.voting import (
+    RULES,
+    accuracy_for_ks,
+    neighbour_weights,
+    predict,
+    rank_classes,
+)
 
 
 def reference_walk(weights, labels, num_classes):

@@ -1,5 +1,5 @@
 """A tiny Lightning training run for the fault tests (rank failure, launchers): a linear model on a
-seeded stream, trained with ``core.launch.trainer_arguments`` exactly as ``cli/train.py`` does.
+seeded stream, trained with ``procedural_perception.training.launch.trainer_arguments`` exactly as ``procedural_perception/cli/train.py`` does.
 
 ``python tests/tiny_training.py ROOT [--max-steps N] [--fail-rank R --fail-step S --fail die|hang|sigterm]``
 (sigterm: every rank receives SIGTERM at step S);
@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, IterableDataset  # noqa: E402
 
-from core.launch import trainer_arguments  # noqa: E402
+from procedural_perception.training.launch import trainer_arguments  # noqa: E402
 
 
 class SeededStream(IterableDataset):

@@ -169,7 +169,7 @@ def _hardware_index(cuda_ids: list[int]) -> int:
     With ``CUDA_VISIBLE_DEVICES=2,3`` local rank 1 trains on physical GPU 3, and EGL (which ignores that
     variable) lists physical GPUs, so the rank is mapped through the list first.
     """
-    from core.distributed import local_rank
+    from procedural_perception.core.distributed import local_rank
 
     rank = local_rank()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from core.distributed import rank_and_world
+from procedural_perception.core.distributed import rank_and_world
 
 from .blocks import BlockConfig, BlockMaker
 

@@ -1,0 +1,1 @@
+"""Separate knowledge from perception: procedural DINO perception, knowledge in a visual memory."""

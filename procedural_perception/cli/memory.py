@@ -1,0 +1,212 @@
+"""The visual memory from the command line: build, classify, forget, audit, info.
+
+    python -m procedural_perception.cli.memory build --encoder efficientnet_lite0 --data fashion_mnist:train --out memories/fm
+    python -m procedural_perception.cli.memory classify memories/fm --image shoe.png [--k 20 --rule rank]
+    python -m procedural_perception.cli.memory classify memories/fm --data fashion_mnist:test --limit 1000
+    python -m procedural_perception.cli.memory forget memories/fm --ids 12 40 --reason "owner asked for removal"
+    python -m procedural_perception.cli.memory forget memories/fm --sources /data/x.jpg --reason "licence withdrawn"
+    python -m procedural_perception.cli.memory audit memories/fm --queries fashion_mnist:test --limit 2000 [--k 20 --rule dino]
+    python -m procedural_perception.cli.memory info memories/fm
+
+A memory folder remembers the encoder and preprocessing it was built with, so classify and audit
+embed new images the same way. Every removal is recorded with its reason in the audit log.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from lightning_modules.encoders import Encoder, build_encoder
+from procedural_perception.datasets.labelled import load_labelled, open_rgb
+from procedural_perception.evaluations.embedding import embed_dataset, eval_transform
+from procedural_perception.evaluations.knn import AUDIT_K, AUDIT_RULE
+from procedural_perception.visual_memory import RULES, VisualMemory
+from procedural_perception.visual_memory.voting import DEFAULT_TEMPERATURE
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m procedural_perception.cli.memory", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def voting(q: argparse.ArgumentParser, k: int, rule: str) -> None:
+        q.add_argument("--k", type=int, default=k, help=f"neighbours that vote (default {k})")
+        q.add_argument("--rule", choices=RULES, default=rule, help=f"voting rule (default {rule})")
+        q.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="dino/softmax temperature")
+
+    def embedding(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--batch-size", type=int, default=128)
+        q.add_argument("--device", default="auto", help="torch device for the encoder (auto: cuda if present)")
+
+    b = sub.add_parser("build", help="embed a labelled data set into a memory folder (appends if it exists)")
+    b.add_argument("--encoder", required=True, help="DINO .ckpt, random_vit, rgb or efficientnet_lite0")
+    b.add_argument("--data", required=True, help="folder (ImageFolder), path.npz:split, fashion_mnist:train, lfw_subset, digits")
+    b.add_argument("--out", required=True, type=Path, help="memory folder")
+    b.add_argument("--image-size", type=int, default=224)
+    b.add_argument("--resize", type=int, default=None, help="shorter side before the centre crop (default size*256/224)")
+    b.add_argument("--limit", type=int, default=None, help="a deterministic random subset of this many samples")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--strict", action="store_true", help="fail on unreadable files instead of skipping them")
+    embedding(b)
+
+    c = sub.add_parser("classify", help="classify images or a data set and show the neighbours that decided")
+    c.add_argument("memory", type=Path)
+    source = c.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", nargs="+", type=Path, help="image files")
+    source.add_argument("--data", help="labelled data spec (prints accuracy and the first predictions)")
+    c.add_argument("--limit", type=int, default=None)
+    c.add_argument("--show", type=int, default=5, help="predictions shown in detail")
+    voting(c, 20, "dino")
+    embedding(c)
+
+    f = sub.add_parser("forget", help="remove samples (exact unlearning), recording the reason")
+    f.add_argument("memory", type=Path)
+    which = f.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ids", nargs="+", type=int)
+    which.add_argument("--sources", nargs="+")
+    f.add_argument("--reason", required=True, help="why (kept in the audit log)")
+
+    a = sub.add_parser("audit", help="exact privacy audit: samples whose removal changes a prediction")
+    a.add_argument("memory", type=Path)
+    a.add_argument("--queries", required=True, help="labelled data spec of the queries")
+    a.add_argument("--limit", type=int, default=None)
+    a.add_argument("--top", type=int, default=10, help="most influential samples listed")
+    voting(a, AUDIT_K, AUDIT_RULE)
+    embedding(a)
+
+    i = sub.add_parser("info", help="size, classes, encoder and the end of the audit log")
+    i.add_argument("memory", type=Path)
+    i.add_argument("--log", type=int, default=10, help="audit rows shown")
+    return p.parse_args(argv)
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+def _encoder_of(memory: VisualMemory, device: torch.device) -> tuple[Encoder, object]:
+    info = memory.info()
+    if "encoder" not in info:
+        raise ValueError(f"{memory.path} does not record its encoder; rebuild it with `procedural_perception.cli.memory build`.")
+    return build_encoder(info["encoder"]).to(device), eval_transform(info.get("image_size", 224), info.get("resize"))
+
+
+def build(args: argparse.Namespace, console: Console) -> None:
+    device = _device(args.device)
+    encoder = build_encoder(args.encoder).to(device)
+    data = load_labelled(args.data, eval_transform(args.image_size, args.resize), strict=args.strict)
+    data = data.subset(args.limit, args.seed)
+    memory = VisualMemory(encoder.embed_dim, path=args.out)
+    info = memory.info()
+    if info and (info.get("encoder"), info.get("image_size"), info.get("resize")) != (args.encoder, args.image_size, args.resize):
+        raise ValueError(f"{args.out} was built with encoder {info.get('encoder')} at image size "
+                         f"{info.get('image_size')}; use the same to append, or another --out.")
+    features, labels = embed_dataset(encoder, data, args.batch_size, device=device)
+    ids = memory.add(features, labels, class_names=data.classes, sources=data.sources, dataset=args.data,
+                     reason=f"build from {args.data}")
+    memory.set_info(encoder=args.encoder, image_size=args.image_size, resize=args.resize)
+    memory.save()
+    console.print(f"[green]{args.out}[/green]: added {len(ids)} samples (ids {ids.min()}..{ids.max()}), "
+                  f"{len(memory)} in memory, {len(data.classes)} classes, encoder {args.encoder}"
+                  + (f"; skipped {len(data.skipped)} unreadable entries" if data.skipped else ""))
+
+
+def classify(args: argparse.Namespace, console: Console) -> None:
+    memory = VisualMemory.load(args.memory)
+    device = _device(args.device)
+    encoder, transform = _encoder_of(memory, device)
+    names = memory.class_names()
+    if args.image:
+        with torch.no_grad():
+            features = encoder(torch.stack([transform(open_rgb(p)) for p in args.image]).to(device)).cpu()
+        for path, feature in zip(args.image, features, strict=True):
+            _show_attribution(console, memory, feature, str(path), args, names)
+        return
+    data = load_labelled(args.data, transform).subset(args.limit)
+    features, labels = embed_dataset(encoder, data, args.batch_size, device=device)
+    predictions = memory.classify(features, args.k, args.rule, args.temperature)
+    accuracy = 100.0 * (predictions == labels).float().mean().item()
+    console.print(f"{args.data}: top-1 {accuracy:.2f}% over {len(labels)} images ({args.rule} vote, k = {args.k})")
+    for q in range(min(args.show, len(labels))):
+        _show_attribution(console, memory, features[q], f"{data.sources[q]} (label {names.get(int(labels[q]), labels[q])})",
+                          args, names)
+
+
+def _show_attribution(console: Console, memory: VisualMemory, feature: torch.Tensor, title: str,
+                      args: argparse.Namespace, names: dict[int, str]) -> None:
+    result = memory.attribute(feature, args.k, args.rule, args.temperature)
+    predicted = names.get(result.prediction, str(result.prediction))
+    table = Table(title=f"{title}: [bold]{predicted}[/bold] ({100 * result.class_shares[result.prediction]:.1f}% of the vote)")
+    for column in ("rank", "id", "class", "similarity", "vote share", "source"):
+        table.add_column(column, justify="right" if column in ("rank", "id", "similarity", "vote share") else "left")
+    for n in result.neighbours:
+        style = "green" if n["label"] == result.prediction else None
+        table.add_row(str(n["rank"]), str(n["id"]), str(n["class_name"]), f"{n['similarity']:.4f}",
+                      f"{100 * n['share']:.1f}%", str(n["source"]), style=style)
+    console.print(table)
+
+
+def forget(args: argparse.Namespace, console: Console) -> None:
+    memory = VisualMemory.load(args.memory)
+    if args.ids:
+        memory.remove(args.ids, args.reason)
+        removed = args.ids
+    else:
+        removed = memory.forget_sources(args.sources, args.reason)
+    memory.save()
+    console.print(f"removed {len(removed)} samples ({', '.join(map(str, removed[:20]))}{' ...' if len(removed) > 20 else ''}) "
+                  f"for: {args.reason!r}; {len(memory)} remain")
+
+
+def audit(args: argparse.Namespace, console: Console) -> None:
+    memory = VisualMemory.load(args.memory)
+    device = _device(args.device)
+    encoder, transform = _encoder_of(memory, device)
+    data = load_labelled(args.queries, transform).subset(args.limit)
+    features, _ = embed_dataset(encoder, data, args.batch_size, device=device)
+    report = memory.audit(features, args.k, args.rule, args.temperature)
+    console.print(f"[bold]{report.count}[/bold] of {report.memory_size} memory samples are non-private "
+                  f"({100 * report.fraction:.3f}%): removing any one changes at least one of {report.num_queries} "
+                  f"predictions ({args.rule} vote, k = {args.k}).")
+    order = report.influence.argsort()[::-1][: args.top]
+    rows = {r["id"]: r for r in memory.metadata(report.non_private_ids[order].tolist())}
+    table = Table(title="most influential samples")
+    for column in ("id", "class", "queries changed", "source"):
+        table.add_column(column)
+    for i in order:
+        row = rows[int(report.non_private_ids[i])]
+        table.add_row(str(row["id"]), str(row["class_name"]), str(int(report.influence[i])), str(row["source"]))
+    console.print(table)
+
+
+def info(args: argparse.Namespace, console: Console) -> None:
+    memory = VisualMemory.load(args.memory)
+    console.print(f"{args.memory}: {len(memory)} samples of dim {memory.dim}, {len(memory.class_names())} classes, "
+                  f"built with {memory.info()}")
+    table = Table(title="audit log (latest)")
+    for column in ("seq", "action", "sample", "label", "source", "reason"):
+        table.add_column(column)
+    for r in memory.audit_log(args.log):
+        table.add_row(str(r["seq"]), r["action"], str(r["sample_id"]), str(r["label"]), str(r["source"]), str(r["reason"]))
+    console.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    try:
+        {"build": build, "classify": classify, "forget": forget, "audit": audit, "info": info}[args.command](args, console)
+    except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, OSError) as err:
+        console.print(f"[bold red]error:[/bold red] {err.args[0] if isinstance(err, KeyError) else err}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""Train: ``python -m procedural_perception.cli.train data=kml_mixup model=dino key=value ...`` (``make train``).
+
+Composes the configuration (configs/train.yaml + groups + profile + overrides), builds the model,
+the data module (given the model's multi-crop transform) and the enabled callbacks, and fits with a
+TensorBoard logger under ``runs/<run_name>``. Starting the same run again resumes from its
+``checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script (`fabric run procedural_perception/cli/train.py`): find the project's packages
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import lightning as L  # noqa: E402
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerStatus
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from lightning_modules.dino import NonFiniteLossError
+from procedural_perception.core.config import CONFIG_DIR, ConfigError, compose, instantiate
+from procedural_perception.training.launch import trainer_arguments
+
+console = Console(stderr=True)
+
+
+def resolve_precision(precision: Any) -> Any:
+    """``auto``: bf16 mixed precision on a GPU that supports it (16-bit mixed on older GPUs), fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.runs_dir) / cfg.run_name
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    """The enabled callback nodes, plus a last-checkpoint and a progress bar when none is configured."""
+    callbacks = []
+    for name, node in cfg.callbacks.items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"callbacks.{name} must be a mapping with _target_ (and enabled: true|false).")
+        if node.get("enabled", True):
+            callbacks.append(instantiate(_without_enabled(node)))
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        callbacks.append(ModelCheckpoint(dirpath=run_dir(cfg) / "checkpoints", save_last=True))
+    if not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def _without_enabled(node: DictConfig) -> dict[str, Any]:
+    params = OmegaConf.to_container(node, resolve=True)
+    params.pop("enabled", None)
+    return params
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Callback]) -> L.Trainer:
+    args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    args["precision"] = resolve_precision(args.get("precision", "auto"))
+    logger = TensorBoardLogger(save_dir=cfg.runs_dir, name=cfg.run_name, version="", default_hp_metric=False)
+    logger.log_hyperparams(_flat(OmegaConf.to_container(cfg, resolve=True)))
+    # The launcher's shape (fabric run / torchrun / SLURM), DDP timeout, atomic checkpoints, resume callbacks.
+    return L.Trainer(default_root_dir=str(run_dir(cfg)), logger=logger, **trainer_arguments(args, callbacks))
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value) if isinstance(value, (list, dict)) or value is None else value
+    return out
+
+
+def resume_mismatch(checkpoint: Path, model: L.LightningModule) -> str | None:
+    """Why ``model`` cannot resume from ``checkpoint`` (parameter shapes differ), or None when it can.
+
+    A run started again after its configuration changed would otherwise fail deep inside
+    ``load_state_dict``; this names the changed hyper-parameters instead.
+    """
+    state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
+    saved = {k: tuple(v.shape) for k, v in state.get("state_dict", {}).items()}
+    current = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    if not differing:
+        return None
+    old, new = dict(state.get("hyper_parameters", {})), dict(model.hparams)
+    changed = [f"model.{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now"
+               for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    return (f"{checkpoint} holds a model of another shape ({len(differing)} tensors differ, e.g. {differing[0]}). "
+            + ("Changed: " + "; ".join(changed) + "." if changed else ""))
+
+
+def main(argv: Sequence[str] | None = None, config_dir: Path = CONFIG_DIR) -> int:
+    """Train with the overrides ``argv`` (``key=value``); returns the exit status (2: bad configuration)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = compose(argv, config_dir=config_dir)
+        L.seed_everything(cfg.seed, workers=True)
+        model = instantiate(cfg.model)
+        transform = model.train_transform() if hasattr(model, "train_transform") else None
+        datamodule = instantiate(cfg.data, transform=transform) if transform is not None else instantiate(cfg.data)
+        callbacks = build_callbacks(cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        # Bad configuration or input found before training: a message, not a traceback.
+        console.print(f"[bold red]Configuration error:[/bold red] {err}")
+        return 2
+    trainer = build_trainer(cfg, callbacks)
+    last = run_dir(cfg) / "checkpoints" / "last.ckpt"
+    ckpt_path = None
+    if last.exists() and (mismatch := resume_mismatch(last, model)):
+        console.print(f"[bold red]Cannot resume:[/bold red] {mismatch}\nStart a new run (run_name=<another name>), "
+                      f"remove {run_dir(cfg)}, or give the checkpoint's values on the command line.")
+        return 2
+    if last.exists():
+        ckpt_path = str(last)
+        console.print(f"[bold green]Resuming[/bold green] run '{cfg.run_name}' from {last}")
+    else:
+        console.print(f"Starting run '{cfg.run_name}' in {run_dir(cfg)} (TensorBoard: make tensorboard)")
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except NonFiniteLossError as err:
+        console.print(f"[bold red]Training stopped:[/bold red] {err}")
+        return 1
+    if trainer.state.status == TrainerStatus.FINISHED and not trainer.interrupted:
+        # ModelCheckpoint writes last.ckpt only at its save steps; keep the final state too, so a
+        # finished run started again resumes at its end instead of repeating the last steps.
+        trainer.save_checkpoint(last)
+    console.print(f"Done: checkpoints in {run_dir(cfg) / 'checkpoints'}, logs in {run_dir(cfg)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
