@@ -9,42 +9,14 @@ images (``procedural_perception.evaluations.feature_maps``), logged as a TensorB
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from procedural_perception.core.log_dir import run_log_dir
-from procedural_perception.datasets.segmentation import BUILTINS, image_to_tensor, load_segmentation
+from procedural_perception.datasets.photos import visual_samples
 from procedural_perception.evaluations.feature_maps import DEFAULT_CLUSTERS, feature_grid, save_grid
 
 from .periodic import EpochEvaluation, frozen_encoder
-
-
-def visual_samples(spec: str, n: int, size: int) -> torch.Tensor:
-    """``[n, 3, size, size]`` float images in [0, 1] from ``spec`` (see the module docstring)."""
-    if spec == "photos":
-        import skimage.data
-
-        from procedural_perception.datasets.twoafc import PHOTOS
-
-        images = []
-        for name in PHOTOS[:n]:
-            a = np.asarray(getattr(skimage.data, name)())
-            side = min(a.shape[:2])
-            y, x = (a.shape[0] - side) // 2, (a.shape[1] - side) // 2
-            images.append(image_to_tensor(a[y:y + side, x:x + side]))
-        return torch.stack([F.interpolate(i[None], size=(size, size), mode="bicubic", antialias=True)[0]
-                            for i in images]).clamp(0, 1)
-    if spec.partition(":")[0] in BUILTINS + ("coco", "voc", "ade20k") or (Path(spec) / "masks").is_dir():
-        data = load_segmentation(spec, size, size, n)
-        return torch.stack([item[0] for item in (data[i] for i in range(len(data))) if item is not None])
-    from datamodules.images import find_images, load_rgb
-
-    return torch.stack([F.interpolate(load_rgb(p)[None], size=(size, size), mode="bicubic", antialias=True)[0]
-                        for p in find_images(spec)[:n]]).clamp(0, 1)
 
 
 class FeatureMaps(EpochEvaluation):

@@ -20,30 +20,8 @@ from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-def find_images(root: str | Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
-    """All files below ``root`` (recursively) whose suffix is an image extension, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"Image folder {root} does not exist; set data.root=/path/to/images.")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-    if not files:
-        raise FileNotFoundError(f"No images ({', '.join(extensions)}) found below {root}.")
-    return files
-
-
-def load_rgb(path: Path) -> torch.Tensor:
-    """Decode one file to float ``[3, H, W]`` in [0, 1], converted as the labelled sets are
-    (grey, palette, RGBA, 16-bit and CMYK become RGB; see ``procedural_perception.datasets.labelled.to_rgb``)."""
-    from procedural_perception.datasets.labelled import (
-        open_rgb,  # real.py imports this module's IMAGE_EXTENSIONS
-    )
-
-    return TF.to_dtype(TF.to_image(open_rgb(path)), torch.float32, scale=True)
+from procedural_perception.datasets.image_files import find_images, load_rgb
 
 
 class ImageFiles(Dataset):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from procedural_perception.compositional import evaluation as comp
 from procedural_perception.compositional.callback import CompositionalMetrics
 from procedural_perception.compositional.data import CompositionalDataModule, SpriteScenes
 from procedural_perception.compositional.interaction import interaction_penalty
@@ -14,7 +15,6 @@ from procedural_perception.compositional.slot_matching import align_targets, bes
 from procedural_perception.compositional.slot_regressor import SlotRegressor
 from procedural_perception.compositional.slot_vae import SlotVAE
 from procedural_perception.core.results import read_results
-from procedural_perception.compositional import evaluation as comp
 
 SMALL = dict(slot_dim=4, d_model=16, heads=2, hidden=32, channels=8)
 

@@ -32,14 +32,18 @@ from rich.progress import track
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from datamodules.images import IMAGE_EXTENSIONS
+from procedural_perception.datasets.image_files import (
+    IGNORED_FILES,
+    IMAGE_EXTENSIONS,
+    array_to_uint8,
+    open_rgb,
+    to_rgb,
+)
 
 FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 BUILT_IN = ("fashion_mnist:train", "fashion_mnist:test", "lfw_subset", "digits")
-# Files that are not worth a warning when skipped (folder metadata written by file browsers).
-IGNORED_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 class LabelledImages(Dataset):
@@ -114,43 +118,6 @@ def load_labelled(spec: str, transform: Callable | None = None, strict: bool = F
     )
 
 
-# --- image conversion -------------------------------------------------------------------------------
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit RGB (alpha composited on white, high bit depths scaled, CMYK converted)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or (image.mode == "I" and values.max(initial=0) > 255):
-            values = values / 65535.0 * 255.0  # 16-bit range
-        elif image.mode == "F" and values.max(initial=0) <= 1.0:
-            values = values * 255.0  # float images in [0, 1]
-        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def open_rgb(path: Path) -> Image.Image:
-    """Decode a file completely (so truncation is detected) and convert it to RGB."""
-    with Image.open(path) as image:
-        image.load()
-        return to_rgb(image)
-
-
-def _array_to_uint8(images: np.ndarray) -> np.ndarray:
-    """``[N, H, W]`` or ``[N, H, W, C]`` of any numeric dtype as uint8 (``C`` = 1 is dropped)."""
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (3, 4)):
-        raise ValueError(f"expected images [N, H, W] or [N, H, W, 3|4], got shape {list(images.shape)} "
-                         "(3-D volumes are not supported).")
-    if images.dtype == np.uint8:
-        return images
-    values = images.astype(np.float64)
-    top = 1.0 if values.max(initial=0) <= 1.0 else (255.0 if values.max() <= 255 else 65535.0)
-    return np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8)
-
-
 # --- sources -----------------------------------------------------------------------------------------
 def _folder(root: Path, transform: Callable | None, strict: bool) -> LabelledImages:
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -215,7 +182,7 @@ def _npz(path: Path, split: str, transform: Callable | None) -> LabelledImages:
     labels = labels[:, 0].astype(np.int64)
     classes = [str(c) for c in range(int(labels.max(initial=-1)) + 1)]
     sources = [f"{path}:{split}[{i}]" for i in range(len(labels))]
-    return LabelledImages(f"{path}:{split}", classes, labels, sources, arrays=_array_to_uint8(images), transform=transform)
+    return LabelledImages(f"{path}:{split}", classes, labels, sources, arrays=array_to_uint8(images), transform=transform)
 
 
 def _idx(path: Path) -> np.ndarray:
@@ -244,7 +211,7 @@ def _fashion_mnist(split: str, transform: Callable | None) -> LabelledImages:
 def _lfw_subset(transform: Callable | None) -> LabelledImages:
     from skimage.data import lfw_subset
 
-    images = _array_to_uint8(lfw_subset())  # [200, 25, 25] in [0, 1]: 100 faces, then 100 non-faces
+    images = array_to_uint8(lfw_subset())  # [200, 25, 25] in [0, 1]: 100 faces, then 100 non-faces
     targets = np.repeat([0, 1], 100)
     sources = [f"lfw_subset[{i}]" for i in range(len(targets))]
     return LabelledImages("lfw_subset", ["face", "non_face"], targets, sources, arrays=images, transform=transform)

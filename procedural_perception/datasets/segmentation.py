@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from procedural_perception.datasets.image_files import IMAGE_EXTENSIONS, image_to_tensor
+
 IGNORE = 255
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BUILTINS = ("nuclei", "nuclei_instances", "quokka", "kml_composites")
 
 
@@ -90,24 +91,6 @@ def resize_pair(image, mask, image_size: int, mask_size: int) -> tuple[torch.Ten
     m = torch.as_tensor(np.asarray(mask, dtype=np.int64))
     m = F.interpolate(m[None, None].float(), size=(mask_size, mask_size), mode="nearest-exact")[0, 0].long()
     return x, m
-
-
-def image_to_tensor(image) -> torch.Tensor:
-    """PIL image or ``HxW`` / ``HxWx3`` array (uint8, uint16 or float in [0, 1]) -> float ``[3, H, W]``."""
-    if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I", "F"):
-            image = np.asarray(image, dtype=np.float32)
-        else:
-            image = np.asarray(image.convert("RGB"))
-    a = np.asarray(image)
-    if a.dtype == np.uint8:
-        a = a.astype(np.float32) / 255.0
-    elif np.issubdtype(a.dtype, np.integer) or a.max(initial=0) > 1:
-        a = a.astype(np.float32) / max(float(a.max(initial=0)), 1.0)  # 16-bit microscopy: own range
-    a = a.astype(np.float32)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1)
 
 
 def iterate_batches(dataset: Dataset, indices: Sequence[int], batch_size: int = 16,
@@ -355,13 +338,11 @@ def load_kml_composites(n: int = 16, seed: int = 0, image_size: int = 448, mask_
 
     def composites() -> list[tuple[torch.Tensor, torch.Tensor]]:
         if not rendered:
+            from datamodules.procedural.blocks import BlockConfig, BlockMaker
             from datamodules.procedural.kml import kml
-            from datamodules.shaders import ShaderDataModule
 
-            data = ShaderDataModule(process="shaders", seed=seed, image_size=image_size, batch_size=3 * n,
-                                    num_workers=0, samples_per_epoch=3 * n)
-            data.setup("fit")
-            images = next(iter(data.train_dataloader()))
+            config = BlockConfig(process="shaders", seed=seed, image_size=image_size, block_size=3 * n, reuse=1.0)
+            images = BlockMaker(config)(0).float().div_(255.0)
             mixed, m = kml(images[0::3], images[1::3], images[2::3])
             rendered.extend(zip(mixed, torch.where(m[:, 0] >= 0.5, 1, 2), strict=True))
         return rendered

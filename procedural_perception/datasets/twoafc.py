@@ -33,13 +33,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from torch.utils.data import Dataset
 
-from procedural_perception.datasets.segmentation import image_to_tensor
+from procedural_perception.datasets.image_files import image_to_tensor
+from procedural_perception.datasets.photos import PHOTOS
 
 MIN_VOTES = 6  # NIGHTS: keep triplets on which at least 6 judges agreed (DreamSim's filter)
 SPLITS = ("train", "val", "test", "test_imagenet", "test_no_imagenet")
-# scikit-image sample photographs shipped inside the wheel (no download): varied natural content.
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "immunohistochemistry",
-          "hubble_deep_field", "retina", "grass", "gravel", "brick")
 DISTORTIONS = ("blur", "noise", "jpeg", "contrast", "shift")
 STRONG_FACTOR = 3.0  # the strong copy gets 3x the mild distortion strength
 COMPONENTS = ("ref", "img0", "img1")
