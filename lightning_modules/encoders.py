@@ -19,6 +19,8 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 REFERENCE_ENCODERS = ("random_vit", "rgb", "efficientnet_lite0")
+# The paper's evaluation input (resize 256, centre crop 224); encoders trained elsewhere default to it.
+PAPER_IMAGE_SIZE = 224
 
 
 class Encoder(nn.Module):
@@ -26,11 +28,15 @@ class Encoder(nn.Module):
 
     ``forward(images) -> [B, D]`` global embedding (not normalised);
     ``patch_features(images) -> [B, D, H/patch, W/patch]`` dense features.
+    ``image_size``: the input side the encoder was trained at, which evaluations and memories use
+    unless told otherwise (a DINO checkpoint's global crop size; the paper's 224 for reference rows).
     """
 
-    def __init__(self, name: str, embed_dim: int, patch_size: int, mean: tuple, std: tuple) -> None:
+    def __init__(self, name: str, embed_dim: int, patch_size: int, mean: tuple, std: tuple,
+                 image_size: int = PAPER_IMAGE_SIZE) -> None:
         super().__init__()
         self.name = name
+        self.image_size = image_size
         self.embed_dim = embed_dim
         self.patch_size = patch_size
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -49,10 +55,10 @@ class Encoder(nn.Module):
 class ViTEncoder(Encoder):
     """A timm VisionTransformer: the CLS token (after the final norm) and the patch tokens."""
 
-    def __init__(self, vit: nn.Module, name: str) -> None:
+    def __init__(self, vit: nn.Module, name: str, image_size: int = PAPER_IMAGE_SIZE) -> None:
         patch = vit.patch_embed.patch_size
         super().__init__(name, vit.embed_dim, patch[0] if isinstance(patch, tuple) else patch,
-                         IMAGENET_MEAN, IMAGENET_STD)
+                         IMAGENET_MEAN, IMAGENET_STD, image_size)
         self.vit = vit
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -133,7 +139,7 @@ def load_dino_checkpoint(path: str | Path) -> ViTEncoder:
     from lightning_modules.dino import DINO
 
     module = DINO.load_from_checkpoint(str(path), map_location="cpu")
-    return ViTEncoder(module.teacher_backbone, Path(path).stem)
+    return ViTEncoder(module.teacher_backbone, Path(path).stem, image_size=int(module.hparams.global_crop_size))
 
 
 def build_encoder(spec: str) -> Encoder:

@@ -17,13 +17,19 @@ from torch.utils.data import Dataset
 from procedural_perception.evaluations.embedding import embed_dataset
 from procedural_perception.visual_memory.index import FlatIndex
 from procedural_perception.visual_memory.privacy import AuditReport, exact_audit
-from procedural_perception.visual_memory.voting import DEFAULT_TEMPERATURE, RULES, accuracy_for_ks
+from procedural_perception.visual_memory.voting import (
+    DEFAULT_TEMPERATURE,
+    PAPER_K,
+    PAPER_RULE,
+    RULES,
+    accuracy_for_ks,
+)
 
 # The paper's (DINO eval_knn) k values; reporting all of them avoids picking the best k on test data.
 DEFAULT_KS = (10, 20, 100, 200)
 # Paper section 6: privacy at k = 20 with the DINO vote.
-AUDIT_K = 20
-AUDIT_RULE = "dino"
+AUDIT_K = PAPER_K
+AUDIT_RULE = PAPER_RULE
 
 
 @dataclass

@@ -30,13 +30,16 @@ from procedural_perception.visual_memory.attribution import Attribution, attribu
 from procedural_perception.visual_memory.index import FlatIndex
 from procedural_perception.visual_memory.privacy import AuditReport, exact_audit
 from procedural_perception.visual_memory.store import Store
-from procedural_perception.visual_memory.voting import DEFAULT_POWER, DEFAULT_TEMPERATURE, predict
+from procedural_perception.visual_memory.voting import (
+    DEFAULT_POWER,
+    DEFAULT_TEMPERATURE,
+    PAPER_K,
+    PAPER_RULE,
+    predict,
+)
 
 DB_FILE = "memory.sqlite"
 INDEX_FILE = "index.faiss"
-# The paper's privacy setting (k = 20, DINO vote, T = 0.07) is also the default classification.
-DEFAULT_K = 20
-DEFAULT_RULE = "dino"
 
 
 class VisualMemory:
@@ -238,8 +241,8 @@ class VisualMemory:
     def classify(
         self,
         embeddings: torch.Tensor | np.ndarray,
-        k: int = DEFAULT_K,
-        rule: str = DEFAULT_RULE,
+        k: int = PAPER_K,
+        rule: str = PAPER_RULE,
         temperature: float = DEFAULT_TEMPERATURE,
         power: float = DEFAULT_POWER,
         sample_weights: np.ndarray | None = None,
@@ -255,8 +258,8 @@ class VisualMemory:
     def attribute(
         self,
         embedding: torch.Tensor | np.ndarray,
-        k: int = DEFAULT_K,
-        rule: str = DEFAULT_RULE,
+        k: int = PAPER_K,
+        rule: str = PAPER_RULE,
         temperature: float = DEFAULT_TEMPERATURE,
         power: float = DEFAULT_POWER,
         sample_weights: np.ndarray | None = None,
@@ -275,8 +278,8 @@ class VisualMemory:
     def audit(
         self,
         query_embeddings: torch.Tensor | np.ndarray,
-        k: int = DEFAULT_K,
-        rule: str = DEFAULT_RULE,
+        k: int = PAPER_K,
+        rule: str = PAPER_RULE,
         temperature: float = DEFAULT_TEMPERATURE,
         power: float = DEFAULT_POWER,
     ) -> AuditReport:

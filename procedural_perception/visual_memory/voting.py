@@ -37,6 +37,11 @@ import torch
 RULES = ("plurality", "distance", "softmax", "dino", "rank")
 # DINO's eval_knn temperature; Geirhos et al. use the same value for the softmax rule.
 DEFAULT_TEMPERATURE = 0.07
+# The paper's privacy setting (section 6): k = 20 neighbours, the DINO vote at DEFAULT_TEMPERATURE. It is
+# also the memory's default classification and the experiment's headline accuracy, fixed in advance
+# rather than picked as the best k on test queries. Every caller takes these two names from here.
+PAPER_K = 20
+PAPER_RULE = "dino"
 # Exponent of the distance rule; 1 is the notebook's default.
 DEFAULT_POWER = 1.0
 
