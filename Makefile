@@ -13,16 +13,18 @@ MODEL ?= dino
 ARGS ?=
 QUICK ?= 0
 N ?= 10000
-OUT ?= render/$(DATA)
+OUT ?= $(if $(filter export,$(MAKECMDGOALS)),exported,render/$(DATA))
 CKPT ?= random_vit
 MEMORY ?= fashion_mnist:train
 QUERY ?= fashion_mnist:test
 EVALS ?= all
+# TensorBoard listens on this machine only; TB_HOST=0.0.0.0 exposes it to the network (a deliberate choice).
+TB_HOST ?= 127.0.0.1
 export PYOPENGL_PLATFORM := egl
 export QUICK
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system train test test-fast lint tensorboard render eval memory experiment \
+.PHONY: help setup system train test test-fast lint tensorboard render eval export gpu-check memory experiment \
         bench bench-render bench-train bench-memory bench-ddp bench-compositional clean
 
 help: ## Show this help
@@ -65,13 +67,19 @@ lint: setup ## Ruff
 	$(VENV)/bin/ruff check .
 
 tensorboard: setup ## TensorBoard on runs/
-	$(VENV)/bin/tensorboard --logdir runs --bind_all
+	$(VENV)/bin/tensorboard --logdir runs --host $(TB_HOST)
 
 render: setup ## Write images + contact sheet: make render DATA=kml_mixup N=10000 OUT=dir
 	$(PY) -m procedural_perception.cli.render --data $(DATA) -n $(N) --out $(OUT) $(ARGS)
 
 eval: setup ## Evaluate: make eval CKPT=path|random_vit|rgb|efficientnet_lite0 MEMORY=... QUERY=... EVALS=all
 	$(PY) -m procedural_perception.cli.eval --encoder $(CKPT) --memory $(MEMORY) --query $(QUERY) --evals $(EVALS) $(ARGS)
+
+export: setup ## Export a checkpoint for timm / plain PyTorch: make export CKPT=runs/<run>/checkpoints/last.ckpt OUT=dir
+	$(PY) -m procedural_perception.cli.export $(CKPT) $(OUT)
+
+gpu-check: setup ## Exercise every GPU path once (EGL per rank, bf16 DINO step, faiss-gpu, DDP); report in runs/gpu_check
+	$(PY) -m procedural_perception.cli.gpu_check $(ARGS)
 
 memory: setup ## Visual memory command: make memory ARGS="build|classify|forget|audit ..."
 	$(PY) -m procedural_perception.cli.memory $(ARGS)

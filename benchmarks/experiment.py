@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,10 +42,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lightning_modules.encoders import REFERENCE_ENCODERS  # noqa: E402
-from procedural_perception.cli import eval as cli_eval  # noqa: E402
 from procedural_perception.core.atomic import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
+from procedural_perception.core.checkpoints import read_checkpoint  # noqa: E402
 from procedural_perception.core.config import compose  # noqa: E402
-from procedural_perception.evaluations.knn import AUDIT_K, AUDIT_RULE  # noqa: E402
+from procedural_perception.evaluations import suite  # noqa: E402
+from procedural_perception.visual_memory.voting import PAPER_K as AUDIT_K  # noqa: E402
+from procedural_perception.visual_memory.voting import PAPER_RULE as AUDIT_RULE  # noqa: E402
 from procedural_perception.visual_memory.voting import RULES  # noqa: E402
 
 PROCESSES = ("shaders", "mixup", "kml", "kml_mixup")
@@ -59,6 +62,8 @@ EVALS = ("knn", "pca_r2", "twoafc")
 HEADLINE_KEY = f"knn/{AUDIT_RULE}/k{AUDIT_K}/top1"
 PRIVATE_KEY = f"privacy/{AUDIT_RULE}/k{AUDIT_K}/non_private_fraction"
 PRIVATE_COUNT_KEY = f"privacy/{AUDIT_RULE}/k{AUDIT_K}/non_private_count"
+# knn/<rule>/k<k>/<metric>
+KNN_KEY = re.compile(r"^knn/([a-z_]+)/k(\d+)/")
 # (column title, metric key, scale for display)
 SUMMARY_COLUMNS = [
     (f"kNN top-1 % ({AUDIT_RULE}, k={AUDIT_K})", HEADLINE_KEY, 1.0),
@@ -159,7 +164,7 @@ def finished_steps(checkpoint: Path) -> int:
     """The optimisation steps a checkpoint has done (0 when there is none)."""
     if not checkpoint.exists():
         return 0
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("global_step", 0))
+    return int(read_checkpoint(checkpoint).get("global_step", 0))
 
 
 def train_all(args: argparse.Namespace, console: Console) -> dict[str, list[Path]]:
@@ -186,22 +191,27 @@ def train_all(args: argparse.Namespace, console: Console) -> dict[str, list[Path
 
 
 def eval_args(args: argparse.Namespace) -> argparse.Namespace:
-    """procedural_perception.cli.eval's arguments with its defaults, overridden by the sizes given here."""
-    argv = ["--encoder", "unused", "--evals", ",".join(EVALS)]
-    for flag, value in (("--limit-memory", args.limit_memory), ("--limit-query", args.limit_query),
-                        ("--pca-limit", args.pca_limit), ("--twoafc-limit", args.twoafc_limit),
-                        ("--image-size", args.image_size)):
-        if value is not None:
-            argv += [flag, str(value)]
-    return cli_eval.parse_args(argv)
+    """The evaluation suite's flags: the sizes given here, everything else the tasks' defaults."""
+    return argparse.Namespace(limit_memory=args.limit_memory, limit_query=args.limit_query, pca_limit=args.pca_limit,
+                              twoafc_limit=args.twoafc_limit, image_size=args.image_size)
+
+
+def eval_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The evaluation sizes and data the experiment's tables quote."""
+    tasks = suite.build_tasks(EVALS, eval_args(args), progress=False)
+    knn, pca, twoafc = tasks["knn"], tasks["pca_r2"], tasks["twoafc"]
+    return {"limit_memory": knn.memory_size, "limit_query": knn.query_size,
+            "image_size": knn.image_size or "each encoder's own", "pca_data": pca.data, "pca_limit": pca.limit,
+            "twoafc_data": twoafc.data, "twoafc_limit": twoafc.limit}
 
 
 def evaluate_all(args: argparse.Namespace, encoders: dict[str, str], checkpoints: list[str],
                  console: Console) -> dict[str, dict]:
     """Metrics of every encoder (label -> spec), cached in ``<out>/evals/<label>.json`` per configuration."""
-    e_args = eval_args(args)
-    config = {k: v for k, v in vars(e_args).items() if k not in ("encoder", "encoders", "out")}
-    evaluations = cli_eval.build_evaluations(e_args)
+    tasks = suite.build_tasks(EVALS, eval_args(args))
+    config = {name: {k: v for k, v in vars(task).items() if not k.startswith("_") and k != "progress"}
+              for name, task in tasks.items()}
+    evaluation = suite.EvaluationSuite(tasks)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {}
     for label, spec in encoders.items():
@@ -215,12 +225,10 @@ def evaluate_all(args: argparse.Namespace, encoders: dict[str, str], checkpoints
                 results[label] = stored["metrics"]
                 continue
         console.rule(f"[bold]evaluate {label}")
-        start = time.perf_counter()
-        encoder = cli_eval.make_encoder(spec, checkpoints).to(device)
-        metrics: dict[str, Any] = {}
-        for evaluate in evaluations.values():
-            metrics.update(evaluate(encoder))
-        metrics["seconds"] = round(time.perf_counter() - start, 1)
+        metrics = evaluation.evaluate(suite.make_encoder(spec, checkpoints).to(device), label, console)
+        errors = {k: v for k, v in metrics.items() if k.endswith("/error")}
+        if errors:
+            raise SystemExit(f"evaluating {label} failed: {errors}")
         atomic_write_json(cache, {"fingerprint": fingerprint, "metrics": metrics})
         results[label] = metrics
     return results
@@ -238,6 +246,12 @@ def aggregate(per_run: dict[str, dict], groups: dict[str, list[str]]) -> dict[st
                                  "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                                  "n": len(values), "values": values}
     return out
+
+
+def k_of(key: str) -> int | None:
+    """The k of a ``knn/<rule>/k<k>/...`` metric key (None for other keys, e.g. per-class accuracy)."""
+    match = KNN_KEY.match(key)
+    return int(match.group(2)) if match else None
 
 
 def markdown(args: argparse.Namespace, table: dict[str, dict], seeds: dict[str, list[int]],
@@ -263,7 +277,7 @@ def markdown(args: argparse.Namespace, table: dict[str, dict], seeds: dict[str, 
         n = max((s["n"] for s in stats.values()), default=0)
         cells = [_fmt_cell(stats.get(key), scale, key) for _, key, scale in SUMMARY_COLUMNS]
         lines.append(f"| {encoder} | {n} | " + " | ".join(cells) + " |")
-    ks = sorted({int(k.split("/")[2][1:]) for stats in table.values() for k in stats if k.startswith("knn/")})
+    ks = sorted({k_of(key) for stats in table.values() for key in stats if k_of(key) is not None})
     lines += ["", "## kNN top-1 % for every voting rule and k", "",
               "| encoder | rule | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|---|" + "---:|" * len(ks)]
     for encoder, stats in table.items():
@@ -354,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     per_run = evaluate_all(args, encoders, all_checkpoints, console)
     table = aggregate(per_run, groups)
     seeds = {p: seeds_of(p, args.seeds) for p in args.processes}
-    eval_config = {k: v for k, v in vars(eval_args(args)).items() if k not in ("encoder", "encoders", "out")}
+    eval_config = eval_settings(args)
     setup = training_setup(args)
     result = {"config": {"budget_steps": args.budget_steps, "training": setup, "seeds": seeds,
                          "quick": args.quick, "train_overrides": train_command(args, "<process>", 0)[3:],

@@ -150,19 +150,21 @@ class DINO(L.LightningModule):
         self._grid_logged = False
 
     # ------------------------------------------------------------------ building blocks
-    def _backbone(self, drop_path_rate: float) -> nn.Module:
+    def backbone_kwargs(self) -> dict:
+        """The ``timm.create_model(arch, **kwargs)`` arguments of the backbone (without drop-path), also
+        what an exported model records so that timm rebuilds the same network."""
         h = self.hparams
         overrides = {"patch_size": h.patch_size, "embed_dim": h.embed_dim, "depth": h.depth, "num_heads": h.num_heads}
-        kwargs = {k: v for k, v in overrides.items() if v is not None}
-        return timm.create_model(
-            self.hparams.arch,
-            pretrained=False,
-            num_classes=0,
-            dynamic_img_size=True,  # local crops are smaller than the position-embedding grid
-            drop_path_rate=drop_path_rate,
-            img_size=h.global_crop_size,  # the position-embedding grid; other sizes are interpolated
-            **kwargs,
-        )
+        return {
+            "num_classes": 0,
+            "dynamic_img_size": True,  # local crops are smaller than the position-embedding grid
+            "img_size": h.global_crop_size,  # the position-embedding grid; other sizes are interpolated
+            **{k: v for k, v in overrides.items() if v is not None},
+        }
+
+    def _backbone(self, drop_path_rate: float) -> nn.Module:
+        return timm.create_model(self.hparams.arch, pretrained=False, drop_path_rate=drop_path_rate,
+                                 **self.backbone_kwargs())
 
     def _head(self, embed_dim: int) -> DINOHead:
         h = self.hparams

@@ -142,6 +142,20 @@ def load_dino_checkpoint(path: str | Path) -> ViTEncoder:
     return ViTEncoder(module.teacher_backbone, Path(path).stem, image_size=int(module.hparams.global_crop_size))
 
 
+def random_twin(checkpoint: str | Path, seed: int = 0) -> ViTEncoder:
+    """A fresh random initialisation (``seed``) of a DINO checkpoint's architecture, at the checkpoint's
+    input size: the paper's "random init" row for that model."""
+    from lightning_modules.dino import DINO
+    from procedural_perception.core.checkpoints import read_checkpoint
+
+    hparams = read_checkpoint(checkpoint)["hyper_parameters"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = DINO(**hparams).teacher_backbone
+    return ViTEncoder(backbone, f"random_init:{Path(checkpoint).stem}",
+                      image_size=int(hparams.get("global_crop_size", PAPER_IMAGE_SIZE))).freeze()
+
+
 def build_encoder(spec: str) -> Encoder:
     """Build a frozen encoder from a DINO checkpoint path or a reference name.
 

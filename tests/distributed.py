@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,8 @@ def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, queue: 
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        queue.put((rank, fn(*args)))
+        # Pickled by value: a queue would pass tensors as shared-memory handles that die with this process.
+        queue.put((rank, pickle.dumps(fn(*args))))
     finally:
         dist.destroy_process_group()
 
@@ -49,4 +51,4 @@ def run_distributed(fn: Callable, world: int = 2, args: tuple = (), timeout: flo
             p.join(30)
             if p.is_alive():
                 p.kill()
-    return [results[r] for r in range(world)]
+    return [pickle.loads(results[r]) for r in range(world)]

@@ -1,5 +1,5 @@
-"""Each evaluation callback gives the same numbers with 1 and 2 processes (gloo), and runs inside a
-Lightning fit (TensorBoard, results.jsonl, every_n_epochs)."""
+"""Each evaluation task gives the same numbers with 1 and 2 processes (gloo), and runs inside a
+Lightning fit through the periodic callback (TensorBoard, results.jsonl, every_n_epochs, figures)."""
 
 import json
 import math
@@ -11,11 +11,14 @@ import torch
 from distributed import run_distributed
 from torch.utils.data import DataLoader
 
-from callbacks.linear_probe import LinearProbe
-from callbacks.segmentation import PCAR2, InContextSegmentation, KnnSegmentation
-from callbacks.twoafc import TwoAFC
-from callbacks.visualize import FeatureMaps
+from callbacks.evaluation import PeriodicEvaluation
 from lightning_modules.encoders import encoder_from_backbone
+from procedural_perception.evaluations.feature_maps import FeatureMaps
+from procedural_perception.evaluations.in_context import InContextSegmentation
+from procedural_perception.evaluations.knn_segmentation import KnnSegmentation
+from procedural_perception.evaluations.linear_probe import LinearProbe
+from procedural_perception.evaluations.pca_r2 import PCAR2
+from procedural_perception.evaluations.twoafc import TwoAFC
 
 
 def tiny_vit() -> torch.nn.Module:
@@ -24,7 +27,7 @@ def tiny_vit() -> torch.nn.Module:
                              depth=1, num_heads=2, dynamic_img_size=True).eval()
 
 
-def small_callbacks() -> list:
+def small_tasks() -> list:
     """Odd sizes, so the two ranks' shards differ in length."""
     return [
         PCAR2(data="nuclei_instances", limit=5, image_size=64, mask_size=32, batch_size=2),
@@ -39,7 +42,7 @@ def small_callbacks() -> list:
 def evaluate_all() -> list[dict]:
     torch.set_num_threads(1)
     encoder = encoder_from_backbone(tiny_vit())
-    return [callback.evaluate(encoder) for callback in small_callbacks()]
+    return [task.evaluate(encoder) for task in small_tasks()]
 
 
 @pytest.mark.ddp
@@ -72,8 +75,8 @@ class ToyDINO(lightning.LightningModule):
 
 def test_callbacks_in_a_lightning_fit(tmp_path):
     module = ToyDINO()
-    callbacks = [PCAR2(every_n_epochs=2, limit=2, image_size=64, mask_size=32),
-                 FeatureMaps(every_n_epochs=1, n_images=2, image_size=64, clusters=3)]
+    callbacks = [PeriodicEvaluation(PCAR2(limit=2, image_size=64, mask_size=32), every_n_epochs=2),
+                 PeriodicEvaluation(FeatureMaps(n_images=2, image_size=64, clusters=3), every_n_epochs=1)]
     logger = lightning.pytorch.loggers.TensorBoardLogger(tmp_path, name="run")
     trainer = lightning.Trainer(max_epochs=2, callbacks=callbacks, logger=logger, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
@@ -82,6 +85,7 @@ def test_callbacks_in_a_lightning_fit(tmp_path):
     assert [(r["evaluation"], r["epoch"]) for r in rows] == [("feature_maps", 0), ("pca_r2", 1), ("feature_maps", 1)]
     assert 0 < rows[1]["pca_r2"] <= 1
     assert "pca_r2" in trainer.callback_metrics
-    assert (tmp_path / "run" / "version_0" / "feature_maps" / "epoch_0001.png").exists()
+    assert (tmp_path / "run" / "version_0" / "feature_maps" / "image_pca_kmeans_epoch0001.png").exists()
+    assert rows[2]["feature_maps/image_pca_kmeans"].endswith("image_pca_kmeans_epoch0001.png")
     assert list((tmp_path / "run" / "version_0").glob("events.out.tfevents.*"))
     assert not module.teacher_backbone.training  # its mode is restored (eval, as built)

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from procedural_perception.cli.eval import encoder_rows, main, make_encoder, parse_args
+from procedural_perception.cli.eval import main, parse_args
+from procedural_perception.evaluations.suite import encoder_rows, make_encoder
 
 
 def test_encoders_comma_separated_and_references_appended_once():

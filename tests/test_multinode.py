@@ -1,4 +1,4 @@
-"""Two nodes x one process on localhost, launched exactly as the README says (`fabric run` on each
+"""Two nodes x one process on localhost, launched exactly as the README says (`lightning run` on each
 node, gloo on the CPU): training and callbacks run, ranks stay in sync, and the kNN callback's numbers
 equal those one process computes for the same checkpoint."""
 
@@ -14,15 +14,16 @@ import pytest
 import torch
 from test_resume import TINY
 
-from callbacks.knn import KNNCallback
 from lightning_modules.encoders import build_encoder
+from procedural_perception.evaluations.knn import KNNClassification
 
 ROOT = Path(__file__).resolve().parents[1]
-FABRIC = Path(sys.executable).with_name("fabric")
+# The design card's launcher (make setup installs it; it forwards to Lightning's `fabric run`).
+LIGHTNING = Path(sys.executable).with_name("lightning")
 
 # kNN callback on the built-in digits at the training crop size: small enough for seconds per epoch.
 KNN = {"memory": "digits", "query": "digits", "memory_size": 300, "query_size": 120, "seed": 0, "image_size": 32,
-       "ks": [10, 20], "rules": ["plurality", "dino"], "batch_size": 64}
+       "ks": [10, 20], "rules": ["plurality", "dino"], "batch_size": 64, "grid_queries": 0}
 
 
 def free_port() -> int:
@@ -37,7 +38,8 @@ def train_args(runs_dir: Path) -> list[str]:
         *[a for a in TINY if not a.startswith(("trainer.max_steps", "trainer.devices", "data.samples_per_epoch"))],
         "trainer.max_steps=4", "data.samples_per_epoch=16",  # 2 steps per epoch with 2 x 4 images per step
         f"runs_dir={runs_dir}",
-        f"+callbacks.knn={{_target_: callbacks.knn.KNNCallback, every_n_epochs: 1, grid_queries: 0, {knn}}}",
+        "+callbacks.knn={_target_: callbacks.evaluation.PeriodicEvaluation, every_n_epochs: 1, "
+        f"task: {{_target_: procedural_perception.evaluations.knn.KNNClassification, {knn}}}}}",
         "+callbacks.checksum={_target_: fault_injection.ParameterChecksum}",
     ]
 
@@ -50,7 +52,7 @@ def test_two_nodes_on_localhost_train_and_agree_with_one_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "PYOPENGL_PLATFORM": "egl", "OMP_NUM_THREADS": "1"}
     nodes = [
         subprocess.Popen(
-            [str(FABRIC), "run", "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2", "--node-rank", str(rank),
+            [str(LIGHTNING), "run", "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2", "--node-rank", str(rank),
              "--main-address", "127.0.0.1", "--main-port", str(port), "procedural_perception/cli/train.py", *train_args(tmp_path)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         for rank in (0, 1)
@@ -78,7 +80,7 @@ def test_two_nodes_on_localhost_train_and_agree_with_one_process(tmp_path):
     assert [r["epoch"] for r in knn_rows] == [0, 1]
 
     # One process, same checkpoint, same callback code: the numbers the 2-node run logged.
-    single = KNNCallback(**KNN).evaluate(build_encoder(str(run / "checkpoints" / "last.ckpt")))
+    single = KNNClassification(**KNN).evaluate(build_encoder(str(run / "checkpoints" / "last.ckpt")))
     for key, value in single.items():
         if isinstance(value, float):
             assert knn_rows[-1][key] == pytest.approx(value, abs=1e-9), key

@@ -6,13 +6,16 @@ import math
 import pytest
 import torch
 from dino_helpers import TINY_OVERRIDES, fast_trainer, random_loader, tiny_dino
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.images import ImageFolderDataModule
 from lightning_modules.dino import DINO, NonFiniteLossError
-from procedural_perception.cli.train import build_callbacks, main, resolve_precision
+from procedural_perception.cli.train import build_callbacks, main
 from procedural_perception.core.config import compose
+from procedural_perception.training.precision import resolve_precision
+from procedural_perception.training.progress import progress_bar
 
 
 def test_teacher_gets_no_gradient_and_moves_by_ema():
@@ -123,8 +126,13 @@ def test_cli_trains_checkpoints_and_resumes(image_folder, tmp_path, capsys):
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 3
     capsys.readouterr()
 
+    saved = OmegaConf.load(run / "config.yaml")  # the resolved configuration, every default filled in
+    assert saved.trainer.max_steps == 3 and saved.model.student_temp == 0.1 and saved.data.root == str(image_folder)
+
     assert main(_train_args(image_folder, runs, "trainer.max_steps=4")) == 0
-    assert "Resuming" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Resuming" in err and "Settings changed since this run started (1): trainer.max_steps: 3 -> 4" in err
+    assert OmegaConf.load(run / "config.yaml").trainer.max_steps == 4  # rewritten for the resumed run
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["global_step"] == 4 and "loss_fn.center" in state["state_dict"]
 
@@ -158,7 +166,8 @@ def test_callbacks_enabled_flag_and_fallbacks():
     assert not any(isinstance(c, LearningRateMonitor) for c in callbacks)
     assert any(isinstance(c, ModelCheckpoint) for c in callbacks)
     bare = build_callbacks(compose(["data=images", "profile=cpu", "callbacks=none"]))
-    assert {type(c) for c in bare} == {ModelCheckpoint, RichProgressBar}
+    # the fallback bar is the one a run in this stream gets: Rich in a terminal, plain lines in a log
+    assert {type(c) for c in bare} == {ModelCheckpoint, type(progress_bar())}
 
 
 def test_profiles_and_precision():

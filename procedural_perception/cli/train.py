@@ -17,27 +17,22 @@ if __package__ in (None, ""):  # run as a script (`fabric run procedural_percept
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import lightning as L  # noqa: E402
-import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from lightning_modules.dino import NonFiniteLossError
+from procedural_perception.core.checkpoints import CheckpointError
 from procedural_perception.core.config import CONFIG_DIR, ConfigError, compose, instantiate
-from procedural_perception.training.launch import trainer_arguments
+from procedural_perception.core.run_config import write_run_config
+from procedural_perception.training.launch import global_rank, trainer_arguments
+from procedural_perception.training.precision import resolve_precision
+from procedural_perception.training.progress import progress_bar
+from procedural_perception.training.resume import changed_settings, resume_mismatch
 
 console = Console(stderr=True)
-
-
-def resolve_precision(precision: Any) -> Any:
-    """``auto``: bf16 mixed precision on a GPU that supports it (16-bit mixed on older GPUs), fp32 on CPU."""
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -55,7 +50,7 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
         callbacks.append(ModelCheckpoint(dirpath=run_dir(cfg) / "checkpoints", save_last=True))
     if not any(isinstance(c, ProgressBar) for c in callbacks):
-        callbacks.append(RichProgressBar())
+        callbacks.append(progress_bar())
     return callbacks
 
 
@@ -84,25 +79,6 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def resume_mismatch(checkpoint: Path, model: L.LightningModule) -> str | None:
-    """Why ``model`` cannot resume from ``checkpoint`` (parameter shapes differ), or None when it can.
-
-    A run started again after its configuration changed would otherwise fail deep inside
-    ``load_state_dict``; this names the changed hyper-parameters instead.
-    """
-    state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
-    saved = {k: tuple(v.shape) for k, v in state.get("state_dict", {}).items()}
-    current = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    differing = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-    if not differing:
-        return None
-    old, new = dict(state.get("hyper_parameters", {})), dict(model.hparams)
-    changed = [f"model.{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now"
-               for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
-    return (f"{checkpoint} holds a model of another shape ({len(differing)} tensors differ, e.g. {differing[0]}). "
-            + ("Changed: " + "; ".join(changed) + "." if changed else ""))
-
-
 def main(argv: Sequence[str] | None = None, config_dir: Path = CONFIG_DIR) -> int:
     """Train with the overrides ``argv`` (``key=value``); returns the exit status (2: bad configuration)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -120,15 +96,27 @@ def main(argv: Sequence[str] | None = None, config_dir: Path = CONFIG_DIR) -> in
     trainer = build_trainer(cfg, callbacks)
     last = run_dir(cfg) / "checkpoints" / "last.ckpt"
     ckpt_path = None
-    if last.exists() and (mismatch := resume_mismatch(last, model)):
-        console.print(f"[bold red]Cannot resume:[/bold red] {mismatch}\nStart a new run (run_name=<another name>), "
-                      f"remove {run_dir(cfg)}, or give the checkpoint's values on the command line.")
-        return 2
     if last.exists():
+        try:
+            mismatch = resume_mismatch(last, model)
+        except CheckpointError as err:
+            console.print(f"[bold red]Cannot resume:[/bold red] {err}")
+            return 2
+        if mismatch:
+            console.print(f"[bold red]Cannot resume:[/bold red] {mismatch}\nStart a new run (run_name=<another name>), "
+                          f"remove {run_dir(cfg)}, or give the checkpoint's values on the command line.")
+            return 2
+        changes = changed_settings(run_dir(cfg), cfg)
+        if changes:
+            console.print(f"[yellow]Settings changed since this run started[/yellow] ({len(changes)}): "
+                          + "; ".join(changes[:12]) + (" ..." if len(changes) > 12 else "")
+                          + "\nResuming with the new settings; use run_name=<another name> for a separate run.")
         ckpt_path = str(last)
         console.print(f"[bold green]Resuming[/bold green] run '{cfg.run_name}' from {last}")
     else:
         console.print(f"Starting run '{cfg.run_name}' in {run_dir(cfg)} (TensorBoard: make tensorboard)")
+    if global_rank() == 0:
+        write_run_config(run_dir(cfg), cfg)  # the resolved configuration, beside the checkpoints
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except NonFiniteLossError as err:

@@ -6,6 +6,11 @@ file is the subtree of that group. A ``profile`` file then overrides keys across
 ``key=value`` overrides come last. An unknown key or a value of the wrong type is an error that
 names the valid keys, so a typo never silently trains the wrong thing. ``+key=value`` adds a new key.
 
+Defaults live in the code: a node with ``_target_`` names only what differs from its constructor's
+defaults, and :func:`compose` fills in every other argument from the signature (so every key can be
+overridden, typos name the valid keys, and the run's ``config.yaml`` shows every value). A test keeps
+the YAML files honest: every key is an argument of its ``_target_`` and no value repeats a default.
+
 Two small composition rules keep configs free of copies: a group file may list other files of its
 own group under ``defaults`` (merged first, so ``callbacks/default.yaml`` is ``basic`` + ``knn`` +
 ``evals``), and a group file may name the choices that fit it for other groups under ``_choices``
@@ -57,7 +62,7 @@ def compose(overrides: Sequence[str] = (), root: str = "train", config_dir: Path
     if choices.get("profile") == AUTO:
         choices["profile"] = auto_profile()
 
-    cfg = OmegaConf.create(nodes)
+    cfg = OmegaConf.create({g: fill_defaults(node) for g, node in nodes.items()})
     cfg = OmegaConf.merge(cfg, base)
     if "profile" in choices:
         _apply_profile(cfg, _load_group(config_dir, "profile", choices["profile"]))
@@ -179,20 +184,69 @@ def _did_you_mean(word: str, options: Sequence[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def instantiate(node: DictConfig | dict, **kwargs: Any) -> Any:
-    """Build the object a config node describes: ``_target_`` is ``package.module.Name``, the
-    other keys (plus ``kwargs``) are its arguments. Keys starting with ``_`` are not passed."""
+def target_factory(target: str) -> Any:
+    """The class or function a ``_target_`` string (``package.module.Name``) names."""
     import importlib
 
+    module_name, _, attr = str(target).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(f"_target_ {target!r} cannot be imported: {err}") from err
+
+
+# Constructor defaults that fit in a config file (anything else stays a code-only default).
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def signature_defaults(factory: Any) -> dict[str, Any]:
+    """The keyword defaults of ``factory`` that a config can hold (scalars, None, lists of scalars)."""
+    import inspect
+
+    out = {}
+    for name, param in inspect.signature(factory).parameters.items():
+        default = param.default
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or default is inspect.Parameter.empty:
+            continue
+        if isinstance(default, (list, tuple)) and all(isinstance(v, _PLAIN) for v in default):
+            out[name] = list(default)
+        elif isinstance(default, int) and not isinstance(default, bool) and "float" in str(param.annotation):
+            out[name] = float(default)  # `x: float = 1`: the config holds a float, so 0.5 is a valid override
+        elif isinstance(default, _PLAIN):
+            out[name] = default
+    return out
+
+
+def fill_defaults(node: Any) -> Any:
+    """``node`` with every node that has a ``_target_`` completed by its constructor's defaults
+    (recursively; keys already given win)."""
+    if isinstance(node, DictConfig):
+        filled = {k: fill_defaults(v) for k, v in node.items_ex(resolve=False)}
+        if "_target_" in filled:
+            filled = {**signature_defaults(target_factory(filled["_target_"])), **filled}
+        return OmegaConf.create(filled)
+    if isinstance(node, ListConfig):
+        return OmegaConf.create([fill_defaults(v) for v in node._iter_ex(resolve=False)])
+    return node
+
+
+def instantiate(node: DictConfig | dict, **kwargs: Any) -> Any:
+    """Build the object a config node describes: ``_target_`` is ``package.module.Name``, the
+    other keys (plus ``kwargs``) are its arguments; a value that is itself a node with ``_target_``
+    is built first. Keys starting with ``_`` are not passed."""
     params = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     target = params.pop("_target_", None)
     if not target:
         raise ConfigError(f"Config node has no _target_ naming what to build: {params}")
-    module_name, _, attr = target.rpartition(".")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"_target_ {target!r} cannot be imported: {err}") from err
-    params = {k: v for k, v in params.items() if not k.startswith("_")}
+    factory = target_factory(target)
+    params = {k: _built(v) for k, v in params.items() if not k.startswith("_")}
     params.update(kwargs)
     return factory(**params)
+
+
+def _built(value: Any) -> Any:
+    if isinstance(value, dict) and "_target_" in value:
+        return instantiate(value)
+    if isinstance(value, list):
+        return [_built(v) for v in value]
+    return value

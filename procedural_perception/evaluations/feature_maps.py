@@ -13,12 +13,13 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from sklearn.cluster import KMeans
 from torchvision.utils import make_grid
 
-from procedural_perception.core.atomic import atomic_path
+from lightning_modules.encoders import Encoder
+from procedural_perception.datasets.photos import visual_samples
 from procedural_perception.evaluations.pca_r2 import pca_components
+from procedural_perception.evaluations.task import EvaluationTask
 
 DEFAULT_CLUSTERS = 5  # Fig. 18 style: a handful of segments per image
 KMEANS_RESTARTS = 3  # K-means initialisations per image; the best inertia is kept
@@ -62,8 +63,30 @@ def feature_grid(encoder: torch.nn.Module, images: torch.Tensor, k: int = DEFAUL
     return make_grid(rows, nrow=3, padding=2, pad_value=1.0)
 
 
-def save_grid(grid: torch.Tensor, path) -> None:
-    """Write a ``[3, H, W]`` grid as PNG, atomically."""
-    array = (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+class FeatureMaps(EvaluationTask):
+    """PCA-RGB maps and K-means segmentations of fixed real images (paper Figs. 9, 12, 18), as a figure.
+
+    ``images``: ``photos`` (scikit-image's sample photographs), a segmentation spec or a folder;
+    ``n_images``: rows of the grid; ``image_size``: encoder input (None: its own); ``clusters``: K of
+    the K-means maps. No metrics: :meth:`figures` holds the grid of the last evaluation.
+    """
+
+    name = "feature_maps"
+
+    def __init__(self, images: str = "photos", n_images: int = 6, image_size: int | None = None,
+                 clusters: int = DEFAULT_CLUSTERS) -> None:
+        self.images, self.n_images, self.image_size, self.clusters = images, n_images, image_size, clusters
+        self._samples: dict[int, torch.Tensor] = {}
+        self._grid: torch.Tensor | None = None
+
+    def samples(self, size: int) -> torch.Tensor:
+        if size not in self._samples:
+            self._samples[size] = visual_samples(self.images, self.n_images, size)
+        return self._samples[size]
+
+    def evaluate(self, encoder: Encoder) -> dict[str, float]:
+        self._grid = feature_grid(encoder, self.samples(self.size_for(encoder, self.image_size)), self.clusters)
+        return {}
+
+    def figures(self) -> dict[str, torch.Tensor]:
+        return {} if self._grid is None else {"image_pca_kmeans": self._grid}

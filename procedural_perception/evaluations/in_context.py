@@ -20,10 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from lightning_modules.encoders import Encoder
 from procedural_perception.datasets.segmentation import IGNORE
+from procedural_perception.evaluations.embedding import embed_patches, label_fractions
 from procedural_perception.evaluations.iou import confusion
 from procedural_perception.evaluations.knn_segmentation import DEFAULT_K, memory_patches, patch_scores
-from procedural_perception.evaluations.patch_embedding import embed_patches, label_fractions
+from procedural_perception.evaluations.pca_r2 import PAPER_MASK_SIZE, PCAR2
 
 METHODS = ("prototype", "knn")
 MIN_AREA = 0.01  # a concept must cover 1% of an image to serve as prompt or query
@@ -115,3 +117,33 @@ def evaluate_in_context(encoder: torch.nn.Module, dataset: Dataset, method: str 
     seen = union > 0
     return {"in_context/miou": float((inter[seen] / union[seen]).mean()), "in_context/pairs": len(pairs),
             "in_context/concepts": int(seen.sum())}
+
+
+class InContextSegmentation(PCAR2):
+    """In-context segmentation mIoU (``in_context/miou``). ``data``: segmentation spec (the paper:
+    ADE20K, ``ade20k:<root>``); ``limit``: images; ``image_size``: encoder input (None: its own);
+    ``method``: ``prototype`` or ``knn``; ``max_pairs``: cap on (prompt, query) pairs; ``min_area``:
+    smallest concept share of an image; ``k``: neighbours for ``knn``."""
+
+    name = "in_context"
+    HEADLINES = (("in-context mIoU", "in_context/miou"),)
+    SHARED_FLAGS = {"seg_limit": "limit", "image_size": "image_size", "batch_size": "batch_size"}
+
+    def __init__(self, data: str = "nuclei", limit: int | None = None, image_size: int | None = None,
+                 mask_size: int = PAPER_MASK_SIZE, batch_size: int = 16, method: str = "prototype",
+                 max_pairs: int | None = 200, min_area: float = MIN_AREA, k: int = DEFAULT_K) -> None:
+        super().__init__(data, limit, image_size, mask_size, batch_size)
+        self.method, self.max_pairs, self.min_area, self.k = method, max_pairs, min_area, k
+
+    def evaluate(self, encoder: Encoder) -> dict[str, float]:
+        return evaluate_in_context(encoder, self.dataset(self.size_for(encoder, self.image_size)), self.method, self.k,
+                                   self.min_area, self.max_pairs, self.batch_size, progress=self.progress)
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        parser.add_argument("--in-context-data", default=None,
+                            help="in-context source (default nuclei; paper: ade20k:<root>)")
+
+    @classmethod
+    def own_flags(cls) -> dict[str, str]:
+        return {"in_context_data": "data"}

@@ -15,8 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from lightning_modules.encoders import Encoder
+from procedural_perception.datasets.segmentation import SegmentationImages, load_segmentation
+from procedural_perception.evaluations.embedding import embed_patches, label_fractions
 from procedural_perception.evaluations.iou import confusion, mean_iou
-from procedural_perception.evaluations.patch_embedding import embed_patches, label_fractions
+from procedural_perception.evaluations.task import EvaluationTask
 from procedural_perception.visual_memory.voting import DEFAULT_TEMPERATURE, rank_classes
 
 PURITY = 0.5  # a memory patch needs a majority label (more than half its cell) to be labelled
@@ -88,3 +91,53 @@ def evaluate_knn_segmentation(encoder: torch.nn.Module, reference: Dataset, quer
         matrix += confusion(segment(feats, memory, labels, n_classes, query.mask_size, k, temperature), masks, n_classes)
     return {"knn_seg/miou": mean_iou(matrix), "knn_seg/pixel_acc": float(matrix.diag().sum() / matrix.sum().clamp_min(1)),
             "knn_seg/memory_patches": int(len(memory)), "knn_seg/queries": int(q_loaded.sum())}
+
+
+MASK_SIZE = 112  # the paper's mask resolution (tokens upsampled / masks resized to 112 x 112)
+
+
+class KnnSegmentation(EvaluationTask):
+    """kNN segmentation mIoU (``knn_seg/miou``) of ``query`` images with a patch memory from ``data``
+    (the reference images). With ``query=None`` the reference source is split: even items build the
+    memory, odd items are queried. The paper uses Pascal VOC (``data=voc:<root>:train``,
+    ``query=voc:<root>:val``). ``k``, ``temperature``: the vote; ``image_size``: None = the encoder's own."""
+
+    name = "knn_seg"
+    HEADLINES = (("kNN-seg mIoU", "knn_seg/miou"),)
+    SHARED_FLAGS = {"seg_limit": "limit", "image_size": "image_size", "batch_size": "batch_size"}
+
+    def __init__(self, data: str = "nuclei", query: str | None = None, limit: int | None = None,
+                 image_size: int | None = None, mask_size: int = MASK_SIZE, batch_size: int = 16, k: int = DEFAULT_K,
+                 temperature: float = DEFAULT_TEMPERATURE) -> None:
+        self.data, self.query, self.limit, self.image_size, self.mask_size = data, query, limit, image_size, mask_size
+        self.batch_size, self.k, self.temperature = batch_size, k, temperature
+        self._pairs: dict[int, tuple[SegmentationImages, SegmentationImages]] = {}
+
+    def datasets(self, size: int) -> tuple[SegmentationImages, SegmentationImages]:
+        if size not in self._pairs:
+            self._pairs[size] = reference_and_query(self.data, self.query, size, self.mask_size, self.limit)
+        return self._pairs[size]
+
+    def evaluate(self, encoder: Encoder) -> dict[str, float]:
+        reference, query = self.datasets(self.size_for(encoder, self.image_size))
+        return evaluate_knn_segmentation(encoder, reference, query, self.k, self.temperature, self.batch_size,
+                                         progress=self.progress)
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        parser.add_argument("--knn-seg-data", default=None, help="kNN-seg memory images (default nuclei; paper: voc:<root>:train)")
+        parser.add_argument("--knn-seg-query", default=None, help="kNN-seg queries (default: odd items of --knn-seg-data)")
+
+    @classmethod
+    def own_flags(cls) -> dict[str, str]:
+        return {"knn_seg_data": "data", "knn_seg_query": "query"}
+
+
+def reference_and_query(reference: str, query: str | None, image_size: int, mask_size: int,
+                        limit: int | None) -> tuple[SegmentationImages, SegmentationImages]:
+    """Two segmentation sets; without ``query``, the even / odd items of ``reference``."""
+    if query is not None:
+        return (load_segmentation(reference, image_size, mask_size, limit),
+                load_segmentation(query, image_size, mask_size, limit))
+    data = load_segmentation(reference, image_size, mask_size, None if limit is None else 2 * limit)
+    return data.select(range(0, len(data), 2)), data.select(range(1, len(data), 2))

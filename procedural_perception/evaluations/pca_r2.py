@@ -22,11 +22,12 @@ import math
 
 import torch
 import torch.nn.functional as F
-from rich.progress import track
 from torch.utils.data import Dataset
 
-from procedural_perception.core.distributed import gather_shards, rank_and_world, shard_indices
-from procedural_perception.datasets.segmentation import IGNORE, iterate_batches
+from lightning_modules.encoders import Encoder
+from procedural_perception.datasets.segmentation import IGNORE, SegmentationImages, load_segmentation
+from procedural_perception.evaluations.embedding import map_shards
+from procedural_perception.evaluations.task import EvaluationTask, optional_int
 
 PCA_COMPONENTS = 3  # the paper reduces to 3 components so the map can be shown as an RGB image
 PAPER_IMAGE_SIZE = 448  # COCO images are resized to 448 x 448 -> 28 x 28 tokens at patch 16
@@ -91,16 +92,45 @@ def evaluate_pca_r2(encoder: torch.nn.Module, dataset: Dataset, batch_size: int 
     values are gathered, so every rank returns what one process would.
     Returns ``{"pca_r2": mean over scored images, "pca_r2/images": how many were scored}``.
     """
-    rank, world = rank_and_world()
     device = torch.device(device) if device is not None else next(encoder.parameters(), torch.empty(0)).device
-    indices = list(shard_indices(len(dataset), rank, world))
-    local = torch.full((len(indices),), math.nan, dtype=torch.float64)
-    batches = iterate_batches(dataset, indices, batch_size)
-    if progress and rank == 0:
-        batches = track(batches, total=math.ceil(len(indices) / batch_size), description="PCA R^2")
-    for positions, images, masks in batches:
-        features = encoder.patch_features(images.to(device)).float().cpu()
-        local[positions] = pca_r2_batch(features, masks)
-    values = gather_shards(local, len(dataset))
+
+    def compute(batch):
+        images, masks = batch
+        return {"r2": pca_r2_batch(encoder.patch_features(images.to(device)).float().cpu(), masks)}
+
+    values = map_shards(dataset, compute, fill={"r2": math.nan}, batch_size=batch_size, progress=progress,
+                        description="PCA R^2")["r2"]
     scored = values[~values.isnan()]
     return {"pca_r2": float(scored.mean()) if len(scored) else math.nan, "pca_r2/images": int(len(scored))}
+
+
+class PCAR2(EvaluationTask):
+    """Mean PCA R^2 (``pca_r2``). ``data``: segmentation spec (``nuclei_instances``: every nucleus a
+    segment; the paper: ``coco:<root>``); ``limit``: images used (None = all); ``image_size`` /
+    ``mask_size``: 448 / 112 as in the paper; ``batch_size``: images per forward pass."""
+
+    name = "pca_r2"
+    HEADLINES = (("PCA R²", "pca_r2"),)
+
+    def __init__(self, data: str = "nuclei_instances", limit: int | None = None, image_size: int | None = PAPER_IMAGE_SIZE,
+                 mask_size: int = PAPER_MASK_SIZE, batch_size: int = 8) -> None:
+        self.data, self.limit, self.image_size, self.mask_size, self.batch_size = data, limit, image_size, mask_size, batch_size
+        self._datasets: dict[int, SegmentationImages] = {}
+
+    def dataset(self, size: int) -> SegmentationImages:
+        if size not in self._datasets:
+            self._datasets[size] = load_segmentation(self.data, size, self.mask_size, self.limit)
+        return self._datasets[size]
+
+    def evaluate(self, encoder: Encoder) -> dict[str, float]:
+        return evaluate_pca_r2(encoder, self.dataset(self.size_for(encoder, self.image_size)), self.batch_size,
+                               progress=self.progress)
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        parser.add_argument("--pca-data", default=None, help="PCA R^2 source (default nuclei_instances; paper: coco:<root>)")
+        parser.add_argument("--pca-limit", type=optional_int, default=None, help="PCA R^2 images (default: all)")
+
+    @classmethod
+    def own_flags(cls) -> dict[str, str]:
+        return {"pca_data": "data", "pca_limit": "limit"}

@@ -94,7 +94,7 @@ def trainer_arguments(
     timeout_s = float(args.pop("ddp_timeout_s", DDP_TIMEOUT_S))
     overrides = launcher_overrides(env)
     changed = {k: (args[k], v) for k, v in overrides.items() if k in args and args[k] != v}
-    if changed and _global_rank(env) == 0:
+    if changed and global_rank(env) == 0:
         notes = ", ".join(f"{k}={new} (configured {old})" for k, (old, new) in changed.items())
         console.print(f"[cyan]Launched by {launcher_name(env)}:[/cyan] {notes}")
     args.update(overrides)
@@ -143,7 +143,8 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _global_rank(env: Mapping[str, str] | None) -> int:
+def global_rank(env: Mapping[str, str] | None = None) -> int:
+    """This process's rank from the launcher's environment (0 without a launcher), before any process group exists."""
     env = os.environ if env is None else env
     for var in ("RANK", "SLURM_PROCID"):
         if var in env:
