@@ -15,8 +15,9 @@ QUICK ?= 0
 N ?= 10000
 OUT ?= $(if $(filter export,$(MAKECMDGOALS)),exported,render/$(DATA))
 CKPT ?= random_vit
-MEMORY ?= fashion_mnist:train
-QUERY ?= fashion_mnist:test
+# Unset: the checkpoint's own training-run settings (else Fashion-MNIST), so make eval repeats what training logged.
+MEMORY ?=
+QUERY ?=
 EVALS ?= all
 # TensorBoard listens on this machine only; TB_HOST=0.0.0.0 exposes it to the network (a deliberate choice).
 TB_HOST ?= 127.0.0.1
@@ -72,8 +73,8 @@ tensorboard: setup ## TensorBoard on runs/
 render: setup ## Write images + contact sheet: make render DATA=kml_mixup N=10000 OUT=dir
 	$(PY) -m procedural_perception.cli.render --data $(DATA) -n $(N) --out $(OUT) $(ARGS)
 
-eval: setup ## Evaluate: make eval CKPT=path|random_vit|rgb|efficientnet_lite0 MEMORY=... QUERY=... EVALS=all
-	$(PY) -m procedural_perception.cli.eval --encoder $(CKPT) --memory $(MEMORY) --query $(QUERY) --evals $(EVALS) $(ARGS)
+eval: setup ## Evaluate: make eval CKPT=path|random_vit|rgb|efficientnet_lite0 [MEMORY=... QUERY=...] EVALS=all [ARGS="--k 5,10"]
+	$(PY) -m procedural_perception.cli.eval --encoder $(CKPT) $(if $(MEMORY),--memory $(MEMORY)) $(if $(QUERY),--query $(QUERY)) --evals $(EVALS) $(ARGS)
 
 export: setup ## Export a checkpoint for timm / plain PyTorch: make export CKPT=runs/<run>/checkpoints/last.ckpt OUT=dir
 	$(PY) -m procedural_perception.cli.export $(CKPT) $(OUT)

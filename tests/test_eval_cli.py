@@ -67,3 +67,29 @@ def test_checkpoint_row_and_its_random_twin(tmp_path):
     # the random row is a fresh initialisation of the checkpoint's own (tiny) architecture
     twin = make_encoder("random_vit", [ckpt])
     assert twin.embed_dim == 32 and twin.name == "random_init:tiny"
+
+
+@pytest.mark.slow
+@pytest.mark.egl
+def test_make_eval_with_default_flags_prints_what_training_logged(tmp_path):
+    """One kNN code path: the training callback and `make eval` run the same task on the same data
+    (read from the run's config.yaml) at the same size (the checkpoint's), so the numbers are equal."""
+    from test_resume import TINY
+
+    from procedural_perception.cli.train import main as train
+
+    knn = ["callbacks=knn", "callbacks.knn.every_n_epochs=1", "callbacks.knn.task.memory=digits",
+           "callbacks.knn.task.query=digits", "callbacks.knn.task.memory_size=150", "callbacks.knn.task.query_size=40",
+           "callbacks.knn.task.ks=[5,20]", "callbacks.knn.task.grid_queries=0"]
+    args = [a for a in TINY if not a.startswith(("trainer.max_steps", "callbacks."))]
+    assert train([*args, "trainer.max_steps=6", f"runs_dir={tmp_path}", "run_name=one_path", *knn]) == 0
+    run = tmp_path / "one_path"
+    logged = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()][-1]
+    assert logged["evaluation"] == "knn" and logged["step"] == 6
+
+    printed = main(["--encoder", str(run / "checkpoints" / "last.ckpt"), "--references", "none", "--evals", "knn",
+                    "--out", str(tmp_path / "eval" / "results.json")])
+    row = next(iter(printed.values()))
+    knn_keys = [k for k in logged if k.startswith(("knn/", "privacy/"))]
+    assert "knn/dino/k20/top1" in knn_keys and "knn/per_class/3" in knn_keys
+    assert {k: row[k] for k in knn_keys} == {k: logged[k] for k in knn_keys}
