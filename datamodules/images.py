@@ -21,6 +21,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from procedural_perception.core.config import check_minimums
 from procedural_perception.datasets.image_files import find_images, load_rgb
 
 
@@ -77,6 +78,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         super().__init__()
         if root is None:
             raise ValueError("DATA=images needs a folder: add data.root=/path/to/images.")
+        check_minimums("data", batch_size=(batch_size, 1), num_workers=(num_workers, 0), resize=(resize, 8))
         self.root = root
         self.batch_size = batch_size
         self.num_workers = num_workers

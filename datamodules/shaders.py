@@ -17,6 +17,8 @@ from collections.abc import Callable
 import lightning as L
 from torch.utils.data import DataLoader
 
+from procedural_perception.core.config import check_minimums
+
 from .procedural import egl
 from .procedural.blocks import BlockConfig
 from .procedural.processes import get_process
@@ -60,6 +62,9 @@ class ShaderDataModule(L.LightningDataModule):
     ):
         super().__init__()
         get_process(process)  # fail early on a typo
+        check_minimums("data", batch_size=(batch_size, 1), num_workers=(num_workers, 0), image_size=(image_size, 8),
+                       samples_per_epoch=(samples_per_epoch, 1), block_size=(block_size, 1),
+                       programs_per_block=(programs_per_block, 1), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1))
         self.config = BlockConfig(
             process=process, seed=seed, image_size=image_size, block_size=block_size,
             programs_per_block=programs_per_block, reuse=DEFAULT_REUSE[process] if reuse is None else reuse,

@@ -34,6 +34,23 @@ class SignalAtStep(L.Callback):
             os.kill(os.getpid(), self.signal)
 
 
+class SignalThenStall(L.Callback):
+    """At ``step``: sends SIGTERM ``signals`` times to this process, then blocks for ``seconds`` (a step
+    that does not finish: a paper-profile step on a CPU, workers still rendering the first block)."""
+
+    def __init__(self, step: int, seconds: float = 600.0, signals: int = 1) -> None:
+        self.step, self.seconds, self.signals = step, seconds, signals
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            import time
+
+            for _ in range(self.signals):
+                os.kill(os.getpid(), signal_module.SIGTERM)
+                time.sleep(0.2)
+            time.sleep(self.seconds)
+
+
 signal_module = signal
 
 

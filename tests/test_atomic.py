@@ -128,3 +128,16 @@ def test_results_and_benchmark_rows_on_a_full_disk_keep_previous_content(tmp_pat
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert read_results(results) == [{"metric": "knn/top1", "value": 0.5}]
+
+
+def test_a_results_file_with_a_torn_last_line_reads_and_appends_cleanly(tmp_path):
+    from procedural_perception.core.results import append_results, read_results
+
+    path = tmp_path / "results.jsonl"
+    append_results(path, [{"step": 1, "knn": 50.0}, {"step": 2, "knn": 51.0}])
+    path.write_text(path.read_text() + '{"step": 3, "kn')  # a copy taken mid-write
+    with pytest.warns(UserWarning, match="skipped 1 line"):
+        assert [r["step"] for r in read_results(path)] == [1, 2]
+    with pytest.warns(UserWarning, match="dropped 1 line"):
+        append_results(path, [{"step": 4}])
+    assert [r["step"] for r in read_results(path)] == [1, 2, 4]  # valid again: no warning, nothing else lost

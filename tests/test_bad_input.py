@@ -153,3 +153,39 @@ def test_one_rank_dying_or_hanging_makes_the_other_exit_with_a_clear_message(tmp
                     p.send_signal(signal.SIGKILL)
                     p.wait()
     assert runs["die"][1].returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_a_rank_ten_times_slower_is_named_in_a_warning_and_nothing_hangs(tmp_path):
+    ranks = launch_two_ranks(tmp_path / "slow", "--max-steps", "16", "--fail-rank", "1", "--fail-step", "0",
+                             "--fail", "slow")
+    try:
+        outputs = [p.communicate(timeout=240)[0] for p in ranks]
+    finally:
+        for p in ranks:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in ranks] == [0, 0], outputs[0][-3000:]
+    message = " ".join(outputs[0].split())
+    assert "Rank 1 of 2 is" in message and "slower than the median rank" in message
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_a_node_lost_during_an_evaluation_gather_makes_the_other_exit_with_a_clear_message(tmp_path):
+    survivor, lost = launch_two_ranks(tmp_path / "eval", "--max-steps", "20", "--fail-rank", "1", "--fail-step", "3",
+                                      "--fail", "die-in-eval", "--ddp-timeout-s", "30")
+    try:
+        out = survivor.communicate(timeout=240)[0]
+        lost.wait(timeout=60)
+    finally:
+        for p in (survivor, lost):
+            if p.poll() is None:
+                p.kill()
+    assert lost.returncode == -signal.SIGKILL
+    assert survivor.returncode not in (0, None), out[-3000:]
+    message = " ".join(out.split())
+    assert "Rank 0 of 2: another training process stopped or stopped answering" in message, out[-3000:]
+    steps = (tmp_path / "eval" / "loss_rank0.txt").read_text().split()[::2]
+    assert steps[-1] == "2"  # steps 0-2 trained, then the evaluation after the third step, and it stopped there

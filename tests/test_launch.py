@@ -16,6 +16,7 @@ from procedural_perception.training.launch import DDP_TIMEOUT_S, launcher_overri
 from procedural_perception.training.preemption import PreemptionCheckpoint
 from procedural_perception.training.rank_failure import RankFailureHandler, is_peer_failure
 from procedural_perception.training.step_seed import StepSeed, step_seed
+from procedural_perception.training.straggler import StragglerWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,8 @@ def test_trainer_arguments_add_ddp_timeout_atomic_checkpoints_and_resume_callbac
     assert (args["devices"], args["num_nodes"], args["accelerator"], args["max_steps"]) == (2, 3, "cpu", 5)
     assert isinstance(args["strategy"], DDPStrategy) and args["strategy"]._timeout == timedelta(seconds=42)
     assert [type(p) for p in args["plugins"]] == [AtomicCheckpointIO]
-    assert [type(c) for c in args["callbacks"]] == [StepSeed, PreemptionCheckpoint, RankFailureHandler]
+    assert [type(c) for c in args["callbacks"]] == [StepSeed, PreemptionCheckpoint, RankFailureHandler,
+                                                     StragglerWarning]
     assert "devices=2 (configured 1)" in " ".join(capsys.readouterr().err.split())
     single = trainer_arguments({"devices": 1}, env={})
     assert "strategy" not in single and "num_nodes" not in single  # one process: no DDP

@@ -97,3 +97,59 @@ def test_sigterm_to_every_rank_writes_last_ckpt_and_exits_143(tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 4  # the step in flight when SIGTERM came was finished, then saved
     assert "SIGTERM received" in " ".join(outputs[0].split())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals, reason", [(1, "no training step finished within 3 s of SIGTERM"),
+                                             (2, "a second SIGTERM")])
+def test_sigterm_waits_for_the_step_in_flight_only_so_long(tmp_path, signals, reason):
+    """A step that never finishes after SIGTERM: the process ends after grace_s (or at a second SIGTERM)
+    with status 143 and says which checkpoint is intact, instead of waiting for the scheduler's SIGKILL."""
+    import time
+
+    runs = tmp_path / "runs"
+    args = [*TINY, f"runs_dir={runs}", "+callbacks.preemption={_target_: procedural_perception.training.preemption."
+            "PreemptionCheckpoint, grace_s: 3}",
+            f"+callbacks.stall={{_target_: fault_injection.SignalThenStall, step: 3, signals: {signals}}}"]
+    env = {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "PYOPENGL_PLATFORM": "egl", "PATH": "/usr/bin:/bin"}
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "procedural_perception.cli.train", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    waited = time.perf_counter() - start
+    assert out.returncode == PREEMPTED_EXIT_CODE, out.stderr[-3000:]
+    message = " ".join(out.stderr.split())
+    assert f"Stopping now: {reason}" in message and "last.ckpt (written before the signal) is intact" in message
+    assert waited < 250  # not the 600 s the step would have taken
+    assert torch.load(runs / "dino_kml_mixup_seed3" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_last_ckpt_resumes_from_the_newest_kept_checkpoint_that_loads(tmp_path, damage):
+    runs = tmp_path / "runs"
+    base = [a for a in TINY if not a.startswith("trainer.max_steps")] + [f"runs_dir={runs}"]
+    env = {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "PYOPENGL_PLATFORM": "egl", "PATH": "/usr/bin:/bin"}
+
+    def train(steps: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "procedural_perception.cli.train", *base,
+                               f"trainer.max_steps={steps}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    assert train(5).returncode == 0
+    checkpoints = runs / "dino_kml_mixup_seed3" / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    assert (checkpoints / "last.ckpt.sha256").exists() and (checkpoints / "step00000004.ckpt.sha256").exists()
+    data = bytearray(last.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0x01  # one flipped bit in the middle of a tensor: torch.load would not notice
+    last.write_bytes(bytes(data))
+
+    out = train(7)
+    assert out.returncode == 0, out.stderr[-3000:]
+    message = " ".join(out.stderr.split())
+    assert "Skipping a damaged checkpoint" in message and "last.ckpt.corrupt" in message
+    assert "Resuming run 'dino_kml_mixup_seed3' from" in message and "step00000004.ckpt" in message
+    assert torch.load(last, weights_only=False)["global_step"] == 7
+    assert (checkpoints / "last.ckpt.corrupt").exists()  # kept for inspection, never loaded again

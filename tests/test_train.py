@@ -179,3 +179,24 @@ def test_profiles_and_precision():
     assert resolve_precision("auto") == ("bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
                                           else "16-mixed" if torch.cuda.is_available() else "32-true")
     assert resolve_precision("16-mixed") == "16-mixed"
+
+
+def test_the_paper_profile_on_a_small_cpu_is_capped_and_warned():
+    from procedural_perception.training.resources import available_cores, fit_to_machine
+
+    cfg = compose(["profile=paper"])
+    assert cfg.data.num_workers == 8
+    notes = fit_to_machine(cfg, cuda=False)
+    assert cfg.data.num_workers == min(8, available_cores())
+    assert any("profile=paper on a machine without a GPU" in n for n in notes)
+    if available_cores() < 8:
+        assert any("data.num_workers=8 is more than" in n for n in notes)
+    assert fit_to_machine(compose(["profile=cpu"]), cuda=False) == []  # the default fits: nothing to say
+
+
+def test_bad_values_and_unknown_trainer_keys_are_configuration_errors(image_folder, tmp_path, capsys):
+    assert main(_train_args(image_folder, tmp_path, "data.batch_size=-4")) == 2
+    assert "data.batch_size must be at least 1, got -4" in capsys.readouterr().err
+    assert main(_train_args(image_folder, tmp_path, "+trainer.max_stepz=3")) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "trainer.max_stepz is not an argument of lightning.Trainer. Did you mean 'max_steps'?" in err

@@ -8,6 +8,7 @@ TensorBoard logger under ``runs/<run_name>``. Starting the same run again resume
 
 from __future__ import annotations
 
+import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ if __package__ in (None, ""):  # run as a script (`fabric run procedural_percept
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import lightning as L  # noqa: E402
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerStatus
@@ -24,13 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from lightning_modules.dino import NonFiniteLossError
-from procedural_perception.core.checkpoints import CheckpointError
 from procedural_perception.core.config import CONFIG_DIR, ConfigError, compose, instantiate
 from procedural_perception.core.run_config import write_run_config
 from procedural_perception.training.launch import global_rank, trainer_arguments
 from procedural_perception.training.precision import resolve_precision
 from procedural_perception.training.progress import progress_bar
-from procedural_perception.training.resume import changed_settings, resume_mismatch
+from procedural_perception.training.resources import fit_to_machine
+from procedural_perception.training.resume import changed_settings, resumable_checkpoint, resume_mismatch
 
 console = Console(stderr=True)
 
@@ -62,11 +64,29 @@ def _without_enabled(node: DictConfig) -> dict[str, Any]:
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback]) -> L.Trainer:
     args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    check_trainer_arguments(args)
     args["precision"] = resolve_precision(args.get("precision", "auto"))
     logger = TensorBoardLogger(save_dir=cfg.runs_dir, name=cfg.run_name, version="", default_hp_metric=False)
     logger.log_hyperparams(_flat(OmegaConf.to_container(cfg, resolve=True)))
     # The launcher's shape (fabric run / torchrun / SLURM), DDP timeout, atomic checkpoints, resume callbacks.
     return L.Trainer(default_root_dir=str(run_dir(cfg)), logger=logger, **trainer_arguments(args, callbacks))
+
+
+# Keys of the trainer group that are not lightning.Trainer arguments (read by training/launch.py).
+TRAINER_EXTRAS = ("ddp_timeout_s",)
+
+
+def check_trainer_arguments(args: dict[str, Any]) -> None:
+    """Every key of the trainer group must be a ``lightning.Trainer`` argument (``+trainer.x=...`` too)."""
+    import inspect
+
+    valid = [*inspect.signature(L.Trainer.__init__).parameters][1:] + list(TRAINER_EXTRAS)
+    for key in args:
+        if key not in valid:
+            hint = difflib.get_close_matches(key, valid, n=1)
+            raise ConfigError(f"trainer.{key} is not an argument of lightning.Trainer."
+                              + (f" Did you mean '{hint[0]}'?" if hint else "")
+                              + f" Valid keys under 'trainer': {', '.join(sorted(valid))}.")
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -84,24 +104,27 @@ def main(argv: Sequence[str] | None = None, config_dir: Path = CONFIG_DIR) -> in
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg = compose(argv, config_dir=config_dir)
+        for note in fit_to_machine(cfg, torch.cuda.is_available()):
+            console.print(f"[bold yellow]Note:[/bold yellow] {note}")
         L.seed_everything(cfg.seed, workers=True)
         model = instantiate(cfg.model)
         transform = model.train_transform() if hasattr(model, "train_transform") else None
         datamodule = instantiate(cfg.data, transform=transform) if transform is not None else instantiate(cfg.data)
         callbacks = build_callbacks(cfg)
+        trainer = build_trainer(cfg, callbacks)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         # Bad configuration or input found before training: a message, not a traceback.
         console.print(f"[bold red]Configuration error:[/bold red] {err}")
         return 2
-    trainer = build_trainer(cfg, callbacks)
     last = run_dir(cfg) / "checkpoints" / "last.ckpt"
     ckpt_path = None
-    if last.exists():
-        try:
-            mismatch = resume_mismatch(last, model)
-        except CheckpointError as err:
-            console.print(f"[bold red]Cannot resume:[/bold red] {err}")
-            return 2
+    resume, skipped = resumable_checkpoint(last.parent, set_aside=global_rank() == 0) if last.parent.is_dir() else (None, [])
+    for note in skipped:
+        console.print(f"[bold yellow]Skipping a damaged checkpoint:[/bold yellow] {note}")
+    if resume is None and skipped:
+        console.print("[bold yellow]No checkpoint of this run loads: training starts again from step 0.[/bold yellow]")
+    if resume is not None:
+        mismatch = resume_mismatch(resume, model)
         if mismatch:
             console.print(f"[bold red]Cannot resume:[/bold red] {mismatch}\nStart a new run (run_name=<another name>), "
                           f"remove {run_dir(cfg)}, or give the checkpoint's values on the command line.")
@@ -111,8 +134,8 @@ def main(argv: Sequence[str] | None = None, config_dir: Path = CONFIG_DIR) -> in
             console.print(f"[yellow]Settings changed since this run started[/yellow] ({len(changes)}): "
                           + "; ".join(changes[:12]) + (" ..." if len(changes) > 12 else "")
                           + "\nResuming with the new settings; use run_name=<another name> for a separate run.")
-        ckpt_path = str(last)
-        console.print(f"[bold green]Resuming[/bold green] run '{cfg.run_name}' from {last}")
+        ckpt_path = str(resume)
+        console.print(f"[bold green]Resuming[/bold green] run '{cfg.run_name}' from {resume}")
     else:
         console.print(f"Starting run '{cfg.run_name}' in {run_dir(cfg)} (TensorBoard: make tensorboard)")
     if global_rank() == 0:

@@ -250,3 +250,11 @@ def _built(value: Any) -> Any:
     if isinstance(value, list):
         return [_built(v) for v in value]
     return value
+
+
+def check_minimums(prefix: str, **values: tuple[Any, int | float]) -> None:
+    """Raise :class:`ConfigError` naming ``<prefix>.<name>`` for each ``name=(value, minimum)`` below its minimum
+    (``None`` values are allowed: they mean "the default")."""
+    for name, (value, minimum) in values.items():
+        if value is not None and value < minimum:
+            raise ConfigError(f"{prefix}.{name} must be at least {minimum}, got {value}.")

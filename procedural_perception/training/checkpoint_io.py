@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
 from procedural_perception.core.atomic import atomic_path
+from procedural_perception.core.checkpoints import checksum_path, file_digest, write_checksum
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -38,3 +39,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options (got {storage_options!r}).")
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+            digest = file_digest(tmp)
+        write_checksum(path, digest)  # torch's format has no checksum: a sidecar catches flipped bits
+
+    @override
+    def remove_checkpoint(self, path: _PATH) -> None:
+        super().remove_checkpoint(path)
+        if _is_local_file_protocol(path):
+            checksum_path(path).unlink(missing_ok=True)

@@ -109,13 +109,15 @@ def trainer_arguments(
 
 
 def resilience_callbacks(callbacks: list[Callback]) -> list[Callback]:
-    """``callbacks`` plus those it lacks of: per-step seeding, pre-emption checkpoint, rank-failure handling."""
+    """``callbacks`` plus those it lacks of: per-step seeding, pre-emption checkpoint, rank-failure handling,
+    a warning for a straggling rank."""
     from procedural_perception.training.preemption import PreemptionCheckpoint
     from procedural_perception.training.rank_failure import RankFailureHandler
     from procedural_perception.training.step_seed import StepSeed
+    from procedural_perception.training.straggler import StragglerWarning
 
     out = list(callbacks)
-    for kind in (StepSeed, PreemptionCheckpoint, RankFailureHandler):
+    for kind in (StepSeed, PreemptionCheckpoint, RankFailureHandler, StragglerWarning):
         if not any(isinstance(c, kind) for c in out):
             out.append(kind())
     return out
