@@ -207,22 +207,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Check and decode a file completely (so truncation is detected) and convert it to RGB.
-
-    Raises :class:`UnreadableImage` (naming the file and the reason) for every kind of failure.
-    """
+def open_checked(path: str | Path) -> Image.Image:
+    """Check and decode a file completely (so truncation is detected), keeping its mode (masks
+    need their label values). Raises :class:`UnreadableImage` naming the file and the reason for
+    every kind of failure."""
     try:
         with open_regular(path) as handle, Image.open(handle) as image:
             problem = dimension_problem(image.size)
             if problem is not None:
                 raise UnreadableImage(path, problem)
             image.load()
-            return to_rgb(image)
+            return image  # the pixels are loaded: usable after the file is closed
     except UnreadableImage:
         raise
     except Exception as err:  # noqa: BLE001 -- one error type for every decoder failure
         raise UnreadableImage(path, _decode_reason(err)) from err
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """:func:`open_checked`, converted to 8-bit RGB (see :func:`to_rgb`)."""
+    return to_rgb(open_checked(path))
 
 
 def array_to_uint8(images: np.ndarray) -> np.ndarray:
