@@ -103,7 +103,7 @@ def _os_reason(err: OSError) -> str:
     if err.errno == errno.ELOOP:
         return "symlink loop (the link resolves to itself)"
     if err.errno == errno.ENOENT:
-        return "missing (a broken symlink or a file removed since it was listed)"
+        return "file not found (listed but absent, a broken symlink, or removed since it was listed)"
     if err.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
     if err.errno == errno.EISDIR:

@@ -62,7 +62,7 @@ def load_celeba(argument: str, transform: Callable | None, strict: bool, report:
     report_md5("celeba", folder, TEXT_FILES)
     try:
         data = NativeCelebA(folder, split)
-    except (ValueError, IndexError, RuntimeError) as err:
+    except (ValueError, IndexError, RuntimeError, TypeError) as err:
         raise ValueError(f"celeba: cannot parse {folder}'s text files ({type(err).__name__}: {err}); they must "
                          "be the published space-separated tables.") from err
     images = folder / "img_align_celeba"
