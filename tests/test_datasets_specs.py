@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
+import dataset_fixtures as fx
 import numpy as np
 import pytest
 import torch
 import torchvision
 
-import dataset_fixtures as fx
 from procedural_perception.datasets.labelled import load_labelled
 from procedural_perception.datasets.paper import absent_paper_datasets, paper_datasets
 from procedural_perception.datasets.specs import flowers102 as flowers_spec
