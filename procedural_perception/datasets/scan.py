@@ -19,6 +19,7 @@ The walk
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import stat
@@ -80,10 +81,14 @@ def walk_files(root: str | Path, skipped: Skipped) -> list[Path]:
                     files.append(path)
             elif entry.is_dir(follow_symlinks=False):
                 try:
-                    visited.add(_identity(entry.stat(follow_symlinks=False)))
+                    identity = _identity(entry.stat(follow_symlinks=False))
                 except OSError as err:
                     skipped.append((printable(path), f"cannot stat folder: {err.strerror or err}"))
                     continue
+                if identity in visited:  # reached again below a symlinked folder
+                    skipped.append((printable(path), "folder already listed (reached again through a symlink)"))
+                    continue
+                visited.add(identity)
                 below.append(path)
             else:
                 files.append(path)
@@ -99,8 +104,6 @@ def _link_target(path: Path, skipped: Skipped) -> os.stat_result | None:
     try:
         return os.stat(path)
     except OSError as err:
-        import errno
-
         reason = {errno.ELOOP: "symlink loop (the link resolves to itself)",
                   errno.ENOENT: "broken symlink (its target does not exist)"}.get(err.errno)
         skipped.append((printable(path), reason or f"cannot follow symlink: {err.strerror or err}"))
