@@ -23,7 +23,7 @@ export QUICK
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system train test test-fast lint tensorboard render eval memory experiment \
-        bench bench-render bench-train bench-memory bench-ddp bench-compositional clean
+        bench bench-render bench-train bench-memory bench-ddp bench-compositional bench-scan clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -93,6 +93,9 @@ bench-ddp: setup ## Training images/s with 2 processes vs 1 (gloo, CPU)
 
 bench-compositional: setup ## Compositional generalisation table (encoder-only vs generative)
 	$(PY) -m procedural_perception.compositional.benchmark
+
+bench-scan: setup ## Folder scanning: header checks vs decoding every file (100k-file tree; QUICK=1: 5k)
+	$(PY) -m benchmarks.scan
 
 bench: bench-render bench-train bench-memory bench-ddp bench-compositional ## Every benchmark, then one report
 	$(PY) -m benchmarks.report

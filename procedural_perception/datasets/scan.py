@@ -50,64 +50,78 @@ Skipped = list[tuple[str, str]]  # (printable path, reason)
 
 def walk_files(root: str | Path, skipped: Skipped) -> list[Path]:
     """Every non-folder entry below ``root`` in sorted path order (see the module docstring);
-    problems of the tree itself are appended to ``skipped``."""
+    problems of the tree itself are appended to ``skipped``.
+
+    Depth first in name order with a stack of folder listings (no recursion, so a deep tree cannot
+    exhaust Python's stack), which is already the order ``sorted()`` gives ``Path`` objects.
+    """
     root = Path(root)
     visited = {_identity(os.stat(root))}
     files: list[Path] = []
-    stack: list[Path] = [root]
+    stack = [iter(_listing(root, skipped))]
     while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
-        except OSError as err:
-            skipped.append((printable(folder), f"cannot list folder: {err.strerror or err}"))
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
             continue
-        below: list[Path] = []
-        for entry in entries:
-            path = Path(entry.path)
-            if entry.is_symlink():
-                target = _link_target(path, skipped)
-                if target is None:
-                    continue
-                if stat.S_ISDIR(target.st_mode):
-                    if _identity(target) in visited:
-                        skipped.append((printable(path), f"symlinked folder already listed (a loop or a "
-                                                         f"second link to {printable(os.path.realpath(path))})"))
-                        continue
-                    visited.add(_identity(target))
-                    below.append(path)
-                else:
-                    files.append(path)
-            elif entry.is_dir(follow_symlinks=False):
-                try:
-                    identity = _identity(entry.stat(follow_symlinks=False))
-                except OSError as err:
-                    skipped.append((printable(path), f"cannot stat folder: {err.strerror or err}"))
-                    continue
-                if identity in visited:  # reached again below a symlinked folder
-                    skipped.append((printable(path), "folder already listed (reached again through a symlink)"))
-                    continue
-                visited.add(identity)
-                below.append(path)
-            else:
-                files.append(path)
-        stack.extend(reversed(below))  # depth first, in name order
-    return sorted(files)
+        folder = _folder_to_enter(entry, visited, skipped)
+        if folder is not None:
+            stack.append(iter(_listing(folder, skipped)))
+        elif not _is_folder(entry):
+            files.append(Path(entry.path))
+    return files
+
+
+def _listing(folder: str | Path, skipped: Skipped) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError as err:
+        skipped.append((printable(folder), f"cannot list folder: {err.strerror or err}"))
+        return []
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """A folder or a link to one (entered or refused by :func:`_folder_to_enter`, never a file);
+    broken links and loops count as handled too (reported there)."""
+    if not entry.is_symlink():
+        return entry.is_dir(follow_symlinks=False)
+    try:
+        return stat.S_ISDIR(os.stat(entry.path).st_mode)
+    except OSError:
+        return True  # reported by _folder_to_enter
+
+
+def _folder_to_enter(entry: os.DirEntry, visited: set, skipped: Skipped) -> str | None:
+    """The folder ``entry`` leads to when it is one not entered yet (recorded in ``visited``); None
+    for files and for folders refused (already listed, a loop, a broken link: reported)."""
+    path = entry.path
+    try:
+        if entry.is_symlink():
+            info = os.stat(path)
+            if not stat.S_ISDIR(info.st_mode):
+                return None
+            seen = "symlinked folder already listed (a loop or a second link to " \
+                   f"{printable(os.path.realpath(path))})"
+        elif entry.is_dir(follow_symlinks=False):
+            info = entry.stat(follow_symlinks=False)
+            seen = "folder already listed (reached again through a symlink)"
+        else:
+            return None
+    except OSError as err:
+        reason = {errno.ELOOP: "symlink loop (the link resolves to itself)",
+                  errno.ENOENT: "broken symlink (its target does not exist)"}.get(err.errno)
+        skipped.append((printable(path), reason or f"cannot follow: {err.strerror or err}"))
+        return None
+    if _identity(info) in visited:
+        skipped.append((printable(path), seen))
+        return None
+    visited.add(_identity(info))
+    return path
 
 
 def _identity(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
-
-
-def _link_target(path: Path, skipped: Skipped) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError as err:
-        reason = {errno.ELOOP: "symlink loop (the link resolves to itself)",
-                  errno.ENOENT: "broken symlink (its target does not exist)"}.get(err.errno)
-        skipped.append((printable(path), reason or f"cannot follow symlink: {err.strerror or err}"))
-        return None
 
 
 def has_image_extension(path: Path) -> bool:
