@@ -136,12 +136,12 @@ def check_files(paths: Sequence[Path], description: str = "checking files",
                 processes: int | None = None) -> list[tuple[str | None, tuple[int, int]]]:
     """:func:`header_problem` of every path, in order: ``[(reason or None, (width, height))]``.
 
-    ``processes``: worker processes (default: the usable cores, at most :data:`MAX_PROCESSES`;
-    1 checks in this process). Workers are forked (cheap, as the DataLoader does) and only run
+    ``processes``: worker processes (default :func:`default_processes` from :data:`PARALLEL_FROM`
+    files on; 1 checks in this process). Workers are forked (cheap, as the DataLoader does) and only run
     Pillow's header parsing.
     """
     if processes is None:
-        processes = min(len(os.sched_getaffinity(0)), MAX_PROCESSES) if len(paths) >= PARALLEL_FROM else 1
+        processes = default_processes() if len(paths) >= PARALLEL_FROM else 1
     chunks = [[os.fspath(p) for p in paths[i:i + CHUNK]] for i in range(0, len(paths), CHUNK)]
     results: list[tuple[str | None, tuple[int, int]]] = []
     if processes <= 1 or len(chunks) <= 1:
@@ -154,6 +154,13 @@ def check_files(paths: Sequence[Path], description: str = "checking files",
                                       f"{description} ({len(paths):,} files, {processes} processes)"):
             results.extend(chunk_results)
     return results
+
+
+def default_processes() -> int:
+    """The usable cores shared by the ranks of this node (each rank of a DDP run lists its data
+    itself; ``LOCAL_WORLD_SIZE`` is set by the launchers), at most :data:`MAX_PROCESSES`."""
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(len(os.sched_getaffinity(0)) // ranks, MAX_PROCESSES))
 
 
 def progress(items: Iterable[T], total: int, description: str) -> Iterator[T]:
