@@ -26,7 +26,7 @@ export QUICK
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system train test test-fast lint tensorboard render eval export gpu-check memory experiment \
-        bench bench-render bench-train bench-memory bench-ddp bench-compositional clean
+        bench bench-render bench-train bench-memory bench-ddp bench-compositional bench-scan clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,8 +73,8 @@ tensorboard: setup ## TensorBoard on runs/
 render: setup ## Write images + contact sheet: make render DATA=kml_mixup N=10000 OUT=dir
 	$(PY) -m procedural_perception.cli.render --data $(DATA) -n $(N) --out $(OUT) $(ARGS)
 
-eval: setup ## Evaluate: make eval CKPT=path|random_vit|rgb|efficientnet_lite0 [MEMORY=... QUERY=...] EVALS=all [ARGS="--k 5,10"]
-	$(PY) -m procedural_perception.cli.eval --encoder $(CKPT) $(if $(MEMORY),--memory $(MEMORY)) $(if $(QUERY),--query $(QUERY)) --evals $(EVALS) $(ARGS)
+eval: setup ## Evaluate: make eval CKPT=path|random_vit|rgb|efficientnet_lite0 [MEMORY=... QUERY=...] EVALS=all [SUITE=paper ROOT=/data]
+	$(PY) -m procedural_perception.cli.eval --encoder $(CKPT) $(if $(MEMORY),--memory $(MEMORY)) $(if $(QUERY),--query $(QUERY)) --evals $(EVALS) $(if $(SUITE),--suite $(SUITE) --root $(ROOT)) $(ARGS)
 
 export: setup ## Export a checkpoint for timm / plain PyTorch: make export CKPT=runs/<run>/checkpoints/last.ckpt OUT=dir
 	$(PY) -m procedural_perception.cli.export $(CKPT) $(OUT)
@@ -102,6 +102,9 @@ bench-ddp: setup ## Training images/s with 2 processes vs 1 (gloo, CPU)
 
 bench-compositional: setup ## Compositional generalisation table (encoder-only vs generative)
 	$(PY) -m procedural_perception.compositional.benchmark
+
+bench-scan: setup ## Folder scanning: header checks vs decoding every file (100k-file tree; QUICK=1: 5k)
+	$(PY) -m benchmarks.scan
 
 bench: bench-render bench-train bench-memory bench-ddp bench-compositional ## Every benchmark, then one report
 	$(PY) -m benchmarks.report

@@ -3,8 +3,15 @@
 The folder may be an ImageFolder tree (``root/<class>/<image>``) or any flat or nested folder: every
 image file below ``root`` is a sample and labels are ignored (DINO is self-supervised). Each image is
 decoded to RGB, optionally resized (shorter side to ``resize``), and given to ``transform`` as a float
-tensor ``[3, H, W]`` in [0, 1], the same interface as the procedural data modules. Files that cannot
-be decoded are skipped and counted, never fatal.
+tensor ``[3, H, W]`` in [0, 1], the same interface as the procedural data modules.
+
+Listing is fast and checked by headers only (:mod:`procedural_perception.datasets.scan`: seconds to
+minutes for ImageNet's 1.28 M files, where decoding everything first took hours). A file refused
+then (empty, truncated, not an image, a decompression bomb, an absurd aspect ratio, a FIFO, a
+symlink loop, unreadable) is never a sample; a file that fails when decoded during training is
+replaced by the next readable one, so a DataLoader worker never dies of a bad file. Both are
+counted and every one is listed in the report file (``report``, by default
+``<tmp>/procedural_perception/skipped-<folder>.txt``), written at setup and again at the end of fit.
 """
 
 from __future__ import annotations
@@ -16,43 +23,51 @@ from typing import Any
 
 import lightning as L
 import torch
-from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from procedural_perception.core.config import check_minimums
-from procedural_perception.datasets.image_files import find_images, load_rgb
+from procedural_perception.datasets.image_files import UnreadableImage, load_rgb, printable
+from procedural_perception.datasets.labelled_images import default_report_path
+from procedural_perception.datasets.scan import has_image_extension, scan_images, walk_files
+from procedural_perception.datasets.skips import ReadFailures, summary, write_report
+
+# A worker that meets this many unreadable files in a row stops with an error instead of trying the
+# whole folder: that many failures after a clean scan means the storage went away, not bad files.
+MAX_CONSECUTIVE_FAILURES = 64
 
 
 class ImageFiles(Dataset):
     """Map-style dataset of image files; a file that fails to decode is replaced by the next good one.
 
-    ``skipped`` lists ``(path, reason)`` of files found unreadable (in this process).
+    ``failures`` records ``(index, path, reason)`` of every file that failed, in any process.
     """
 
-    def __init__(self, files: list[Path], resize: int | None = None, transform: Callable | None = None) -> None:
+    def __init__(self, files: list[Path], resize: int | None = None, transform: Callable | None = None,
+                 failures: ReadFailures | None = None) -> None:
         self.files = files
         self.resize = v2.Resize(resize, interpolation=v2.InterpolationMode.BICUBIC, antialias=True) if resize else None
         self.transform = transform
-        self.skipped: list[tuple[str, str]] = []
+        self.failures = failures or ReadFailures()
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> Any:
-        for offset in range(len(self.files)):
-            path = self.files[(index + offset) % len(self.files)]
+        for offset in range(min(len(self.files), MAX_CONSECUTIVE_FAILURES)):
+            position = (index + offset) % len(self.files)
             try:
-                image = load_rgb(path)
-            except (OSError, UnidentifiedImageError, ValueError) as err:
-                self.skipped.append((str(path), str(err)))
-                warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
+                image = load_rgb(self.files[position])
+            except UnreadableImage as err:
+                self.failures.record(position, printable(self.files[position]), err.reason)
+                warnings.warn(f"{err}; using the next file instead", stacklevel=2)
                 continue
             if self.resize is not None:
                 image = self.resize(image).clamp(0, 1)
             return self.transform(image) if self.transform is not None else image
-        raise RuntimeError("No readable image in the folder.")
+        raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} files in a row from {printable(self.files[index])} on cannot "
+                           f"be read (listed in {self.failures.path}): is the storage still mounted?")
 
 
 class ImageFolderDataModule(L.LightningDataModule):
@@ -62,7 +77,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         num_workers: data-loader worker processes.
         resize: shorter side after decoding (None keeps the file's size; the random crops then
             sample from the full image as DINO does on ImageNet).
-        verify: open every file once at setup so unreadable ones are skipped and counted up front.
+        verify: header-check every file at setup (~0.1 ms a file) so unreadable ones are skipped and
+            counted up front; False lists the files only (failures are then all found when read).
+        report: file listing every skipped file and read failure (default under the temporary folder).
         transform: per-image callable (the DINO multi-crop); None yields the image tensors.
     """
 
@@ -73,6 +90,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         num_workers: int = 2,
         resize: int | None = None,
         verify: bool = True,
+        report: str | None = None,
         transform: Callable | None = None,
     ) -> None:
         super().__init__()
@@ -84,6 +102,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.resize = resize
         self.verify = verify
+        self.report = Path(report) if report else default_report_path(root)
         self.transform = transform
         self.skipped: list[tuple[str, str]] = []
         self.dataset: ImageFiles | None = None
@@ -91,28 +110,30 @@ class ImageFolderDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
-        files = find_images(self.root)
+        root = Path(self.root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"Image folder {printable(root)} does not exist; set data.root=/path/to/images.")
+        files = [p for p in walk_files(root, self.skipped) if has_image_extension(p)]
         if self.verify:
-            files = self._readable(files)
+            kept, _ = scan_images(files, self.skipped, f"checking {printable(root)}")
+            files = [files[i] for i in kept]
+        if self.skipped:
+            write_report(self.report, printable(root), self.skipped)
+            Console(stderr=True, soft_wrap=True).print(summary(printable(root), self.skipped, len(files) + len(self.skipped),
+                                                               self.report), style="yellow", markup=False)
+        if not files:
+            raise FileNotFoundError(f"None of the image files under {printable(root)} can be read"
+                                    + (f" (listed in {printable(self.report)})." if self.skipped else "."))
         self.dataset = ImageFiles(files, self.resize, self.transform)
 
-    def _readable(self, files: list[Path]) -> list[Path]:
-        good = []
-        for path in files:
-            try:
-                with Image.open(path) as image:
-                    image.verify()
-                good.append(path)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-                self.skipped.append((str(path), str(err)))
-        if self.skipped:
-            Console(stderr=True).print(
-                f"[yellow]{len(self.skipped)} of {len(files)} files under {self.root} are not readable "
-                f"images and are skipped (first: {self.skipped[0][0]}).[/yellow]"
-            )
-        if not good:
-            raise FileNotFoundError(f"None of the {len(files)} image files under {self.root} can be read.")
-        return good
+    def teardown(self, stage: str | None = None) -> None:
+        """At the end of fit: the report gains the files that failed when read, and one line says how many."""
+        failures = self.dataset.failures.entries() if self.dataset is not None else []
+        if failures:
+            write_report(self.report, printable(self.root), self.skipped, failures, "each replaced by the next readable file")
+            Console(stderr=True, soft_wrap=True).print(
+                f"{printable(self.root)}: {len(failures)} reads failed during training (each replaced by the next "
+                f"readable file); every one is listed in {printable(self.report)}", style="yellow", markup=False)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

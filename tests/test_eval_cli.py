@@ -93,3 +93,23 @@ def test_make_eval_with_default_flags_prints_what_training_logged(tmp_path):
     knn_keys = [k for k in logged if k.startswith(("knn/", "privacy/"))]
     assert "knn/dino/k20/top1" in knn_keys and "knn/per_class/3" in knn_keys
     assert {k: row[k] for k in knn_keys} == {k: logged[k] for k in knn_keys}
+
+
+def test_the_paper_suite_runs_on_the_data_sets_found_and_names_the_absent_ones(tmp_path, capsys):
+    """`make eval SUITE=paper ROOT=...`: one kNN table column per data set found (here CUB and Food-101
+    in their native layouts), one line for each absent one."""
+    import dataset_fixtures as fx
+
+    fx.cub(tmp_path / "data" / "CUB_200_2011")
+    fx.food101(tmp_path / "data" / "food-101")
+    out = tmp_path / "eval" / "results.json"
+    with pytest.warns(UserWarning):  # memories of 2-5 images: k capped, said once per memory size
+        results = main(["--encoder", "rgb", "--references", "none", "--suite", "paper", "--root",
+                        str(tmp_path / "data"), "--image-size", "32", "--out", str(out)])
+    row = results["rgb"]
+    assert {"cub/knn/dino/k3/top1", "food101/knn/dino/k5/top1"} <= set(row)
+    err = " ".join(capsys.readouterr().out.split())
+    for absent in ("flowers102 (Table 1)", "imagenet (Table 1)", "pathmnist (Table 3)", "coco (Table 2)"):
+        assert f"skipped {absent}" in err
+    header = out.with_suffix(".md").read_text().splitlines()[0]
+    assert "cub kNN top-1 %" in header and "food101 kNN top-1 %" in header

@@ -64,7 +64,8 @@ def imports_of(module: str, path: Path, known: set[str]) -> set[str]:
                 anchor = module.split(".") if is_package else module.split(".")[:-1]
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join([*anchor, *([base] if base else [])])
-            names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            # `from a import b`: the module a.b when it is one, else (a name defined in a) the module a
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
         else:
             continue
         for name in names:

@@ -65,7 +65,10 @@ def test_folder_strict_mode_and_clear_errors(tmp_path):
     (tmp_path / "bad" / "c" / "x.png").write_bytes(b"")
     with pytest.raises(ValueError, match="No readable images"):
         load_labelled(str(tmp_path / "bad"))
-    with pytest.raises(ValueError, match="Unknown labelled data"):
+    with pytest.raises(ValueError, match="Unknown labelled data") as unknown:
+        load_labelled("imagenet21k:/data")
+    assert all(prefix in str(unknown.value) for prefix in ("flowers102", "celeba", "inat21", "<file>.npz", "<folder>"))
+    with pytest.raises(ValueError, match=r"imagenet: expected imagenet:<root>:train\|val"):
         load_labelled("imagenet")
 
 
@@ -78,7 +81,7 @@ def test_transform_gets_a_pil_image(tmp_path):
 
 def test_npz_medmnist_layout(tmp_path):
     rng = np.random.default_rng(0)
-    path = tmp_path / "pathmnist.npz"
+    path = tmp_path / "custom.npz"  # not a published MedMNIST name: classes are numbered
     np.savez(path, train_images=rng.integers(0, 255, (12, 28, 28, 3), dtype=np.uint8),
              train_labels=rng.integers(0, 4, (12, 1)), test_images=rng.integers(0, 255, (5, 28, 28), dtype=np.uint8),
              test_labels=np.array([[0], [1], [2], [1], [0]]))

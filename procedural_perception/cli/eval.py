@@ -43,6 +43,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--references", default=",".join(REFERENCE_ENCODERS),
                    help="reference rows added after the encoders ('none' for none)")
     p.add_argument("--evals", default="all", help=f"comma-separated subset of {', '.join(suite.ALL)} or 'all'")
+    p.add_argument("--suite", choices=("custom", "paper"), default="custom",
+                   help="paper: the paper's Tables 1-3 on the data sets found under --root (ignores --evals)")
+    p.add_argument("--root", default=None, help="the folder holding the paper's data sets (with --suite paper)")
     p.add_argument("--out", default="runs/eval/results.json", help="results JSON (a .md table is written beside it)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     suite.add_arguments(p)
@@ -50,6 +53,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.encoders = [s for group in args.encoder for s in group.split(",") if s]
     if not args.encoders:
         p.error("give at least one --encoder (a DINO .ckpt, random_vit, rgb or efficientnet_lite0)")
+    if args.suite == "paper" and not args.root:
+        p.error("--suite paper needs --root: the folder holding flowers-102/, CUB_200_2011/, food-101/, imagenet/, "
+                "medmnist/, coco/, nights/ (whichever you have)")
     args.evals = list(suite.ALL) if args.evals == "all" else [e for e in args.evals.split(",") if e]
     unknown = sorted(set(args.evals) - set(suite.ALL))
     if unknown:
@@ -57,8 +63,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_suite(args: argparse.Namespace, progress: bool = True) -> suite.EvaluationSuite:
-    """The tasks of ``args.evals``: flags that are set, then the first checkpoint's run settings, then defaults."""
+def build_suite(args: argparse.Namespace, progress: bool = True, console: Console | None = None) -> suite.EvaluationSuite:
+    """The tasks of ``args.evals`` (flags that are set, then the first checkpoint's run settings, then
+    defaults), or of the paper suite on the data sets under ``args.root``."""
+    if args.suite == "paper":
+        tasks, absent = suite.paper_suite(args.root, args, progress)
+        for line in absent:
+            if console is not None:
+                console.print(f"[dim]skipped {line}[/dim]")
+        if not tasks:
+            raise SystemExit(f"None of the paper's data sets is under {args.root}; see the lines above.")
+        return suite.EvaluationSuite(tasks, figures_dir=Path(args.out).parent / "figures")
     checkpoints = [s for s in args.encoders if s.endswith(".ckpt")]
     base = suite.run_settings(checkpoints[0] if checkpoints else None)
     tasks = suite.build_tasks(args.evals, args, base, progress)
@@ -80,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     console = Console(quiet=rank != 0)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    evaluation = build_suite(args, progress=rank == 0)
+    evaluation = build_suite(args, progress=rank == 0, console=console)
     if rank != 0:
         evaluation.figures_dir = None
     results = evaluation.run(suite.encoder_rows(args.encoders, args.references), device, console)

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightning_modules.encoders import Encoder, build_encoder
-from procedural_perception.datasets.labelled import load_labelled, open_rgb
+from procedural_perception.datasets.labelled import load_labelled, open_rgb, spec_usages
 from procedural_perception.evaluations.embedding import embed_dataset, eval_transform
 from procedural_perception.evaluations.knn import AUDIT_K, AUDIT_RULE
 from procedural_perception.visual_memory import RULES, VisualMemory
@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     b = sub.add_parser("build", help="embed a labelled data set into a memory folder (appends if it exists)")
     b.add_argument("--encoder", required=True, help="DINO .ckpt, random_vit, rgb or efficientnet_lite0")
-    b.add_argument("--data", required=True, help="folder (ImageFolder), path.npz:split, fashion_mnist:train, lfw_subset, digits")
+    b.add_argument("--data", required=True, help="labelled data spec: " + "; ".join(spec_usages()))
     b.add_argument("--out", required=True, type=Path, help="memory folder")
     b.add_argument("--image-size", type=int, default=224)
     b.add_argument("--resize", type=int, default=None, help="shorter side before the centre crop (default size*256/224)")
@@ -100,7 +100,8 @@ def _encoder_of(memory: VisualMemory, device: torch.device) -> tuple[Encoder, ob
 def build(args: argparse.Namespace, console: Console) -> None:
     device = _device(args.device)
     encoder = build_encoder(args.encoder).to(device)
-    data = load_labelled(args.data, eval_transform(args.image_size, args.resize), strict=args.strict)
+    data = load_labelled(args.data, eval_transform(args.image_size, args.resize), strict=args.strict,
+                         report=args.out / "skipped.txt")
     data = data.subset(args.limit, args.seed)
     memory = VisualMemory(encoder.embed_dim, path=args.out)
     info = memory.info()
@@ -108,13 +109,18 @@ def build(args: argparse.Namespace, console: Console) -> None:
         raise ValueError(f"{args.out} was built with encoder {info.get('encoder')} at image size "
                          f"{info.get('image_size')}; use the same to append, or another --out.")
     features, labels = embed_dataset(encoder, data, args.batch_size, device=device)
-    ids = memory.add(features, labels, class_names=data.classes, sources=data.sources, dataset=args.data,
-                     reason=f"build from {args.data}")
+    failed = {index for index, _, _ in data.read_failures()}  # placeholders: never stored
+    keep = [i for i in range(len(labels)) if i not in failed]
+    if failed or data.skipped:
+        data.write_report(args.out / "skipped.txt")
+    ids = memory.add(features[keep], labels[keep], class_names=data.classes, sources=[data.sources[i] for i in keep],
+                     dataset=args.data, reason=f"build from {args.data}")
     memory.set_info(encoder=args.encoder, image_size=args.image_size, resize=args.resize)
     memory.save()
     console.print(f"[green]{args.out}[/green]: added {len(ids)} samples (ids {ids.min()}..{ids.max()}), "
                   f"{len(memory)} in memory, {len(data.classes)} classes, encoder {args.encoder}"
-                  + (f"; skipped {len(data.skipped)} unreadable entries" if data.skipped else ""))
+                  + (f"; skipped {len(data.skipped) + len(failed)} unreadable entries, every one listed in "
+                     f"{args.out / 'skipped.txt'}" if data.skipped or failed else ""))
 
 
 def classify(args: argparse.Namespace, console: Console) -> None:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from procedural_perception.datasets.image_files import find_images, image_to_tensor, load_rgb
+from procedural_perception.datasets.image_files import image_to_tensor, load_rgb
+from procedural_perception.datasets.scan import find_images
 from procedural_perception.datasets.segmentation import BUILTINS, load_segmentation
 
 # scikit-image sample photographs shipped inside the wheel (no download): varied natural content.

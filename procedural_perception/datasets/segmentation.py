@@ -24,24 +24,39 @@ Mask values: 0 = background, 1..C = categories (``classes[c]`` names them), 255 
 - ``kml_composites`` procedural check: KML mixtures of two rendered images whose mixing mask is known
   (needs headless EGL), label = which image a pixel came from.
 
-Undecodable files do not stop an evaluation: the item is ``None``, :func:`iterate_batches` drops it
-and counts it, and the evaluations treat it as missing.
+Undecodable files do not stop an evaluation: the item is ``None``, the evaluations' shard-and-gather step
+(``procedural_perception.evaluations.embedding.map_shards``) leaves it out
+and counts it, and the evaluations treat it as missing. Files are decoded with the checks of
+:func:`~procedural_perception.datasets.image_files.open_checked` (decompression bombs, absurd aspect
+ratios, FIFOs, truncation), and the failures of every DataLoader worker are recorded in one shared
+log (``skipped``). A COCO file whose JSON is broken is refused with the parser's position; an
+annotation that cannot be drawn (a polygon with an odd or too small number of coordinates, or
+coordinates that are not finite numbers, an RLE whose size is not its image's, an unknown
+category) excludes its image, since its mask would be wrong, and is listed in ``skipped``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
-from procedural_perception.datasets.image_files import IMAGE_EXTENSIONS, image_to_tensor
+from procedural_perception.datasets.image_files import (
+    IMAGE_EXTENSIONS,
+    UnreadableImage,
+    image_to_tensor,
+    open_checked,
+    printable,
+)
+from procedural_perception.datasets.skips import ReadFailures, write_report
 
 IGNORE = 255
 BUILTINS = ("nuclei", "nuclei_instances", "quokka", "kml_composites")
@@ -52,14 +67,20 @@ class SegmentationImages(Dataset):
 
     ``loaders[i]()`` returns ``(PIL or HxW(x3) array image, HxW integer mask)`` at native size.
     Attributes: ``classes`` (index -> name, 0 = background), ``names`` (one per item), ``skipped``
-    (``(name, reason)`` of items that failed in this process).
+    (``(name, reason)`` of items left out when the source was read, then of items that failed to
+    load in any process of this data set).
     """
 
     def __init__(self, loaders: Sequence[Callable], names: Sequence[str], classes: Sequence[str],
-                 image_size: int = 448, mask_size: int = 112) -> None:
+                 image_size: int = 448, mask_size: int = 112, skipped: list[tuple[str, str]] | None = None) -> None:
         self.loaders, self.names, self.classes = list(loaders), list(names), list(classes)
         self.image_size, self.mask_size = image_size, mask_size
-        self.skipped: list[tuple[str, str]] = []
+        self.excluded = list(skipped or [])
+        self._failures = ReadFailures()
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.excluded + [(name, reason) for _, name, reason in self._failures.entries()]
 
     def __len__(self) -> int:
         return len(self.loaders)
@@ -67,10 +88,16 @@ class SegmentationImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         try:
             image, mask = self.loaders[index]()
-        except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three on corrupt files
-            self.skipped.append((self.names[index], str(err)))
+            return resize_pair(image, mask, self.image_size, self.mask_size)
+        except Exception as err:  # noqa: BLE001 -- a bad file or annotation must not end a worker
+            reason = err.reason if isinstance(err, UnreadableImage) else f"{type(err).__name__}: {err}"
+            self._failures.record(index, self.names[index], reason)
             return None
-        return resize_pair(image, mask, self.image_size, self.mask_size)
+
+    def write_report(self, path: str | Path) -> Path:
+        """Every item left out or failed, one line each."""
+        return write_report(path, "segmentation", self.excluded,
+                            [(0, name, reason) for _, name, reason in self._failures.entries()])
 
     def subset(self, limit: int | None) -> SegmentationImages:
         """The first ``limit`` items (all when ``None``), a cheap deterministic evaluation subset."""
@@ -79,7 +106,7 @@ class SegmentationImages(Dataset):
     def select(self, indices: Sequence[int]) -> SegmentationImages:
         """The items at ``indices``, same classes and sizes."""
         return SegmentationImages([self.loaders[i] for i in indices], [self.names[i] for i in indices],
-                                  self.classes, self.image_size, self.mask_size)
+                                  self.classes, self.image_size, self.mask_size, self.excluded)
 
 
 def resize_pair(image, mask, image_size: int, mask_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,27 +118,6 @@ def resize_pair(image, mask, image_size: int, mask_size: int) -> tuple[torch.Ten
     m = torch.as_tensor(np.asarray(mask, dtype=np.int64))
     m = F.interpolate(m[None, None].float(), size=(mask_size, mask_size), mode="nearest-exact")[0, 0].long()
     return x, m
-
-
-def iterate_batches(dataset: Dataset, indices: Sequence[int], batch_size: int = 16,
-                    num_workers: int = 0) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """Yield ``(positions, images [b, 3, S, S], masks [b, M, M])`` over ``dataset[indices]``.
-
-    ``positions`` index into ``indices``; items that failed to load (``None``) are left out, so the
-    caller's per-item result for them stays missing (NaN / zero counts).
-    """
-    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, num_workers=num_workers,
-                        shuffle=False, collate_fn=list)
-    start = 0
-    for items in loader:
-        kept = [(start + j, item) for j, item in enumerate(items) if item is not None]
-        start += len(items)
-        if kept:
-            yield ([p for p, _ in kept], torch.stack([it[0] for _, it in kept]),
-                   torch.stack([it[1] for _, it in kept]))
-
-
-# ---------------------------------------------------------------- COCO
 
 
 def decode_rle(counts: list[int] | str, height: int, width: int) -> np.ndarray:
@@ -181,54 +187,116 @@ def coco_category_mask(annotations: list[dict], height: int, width: int, categor
     return mask
 
 
+def annotation_problem(ann: dict, info: dict, category_index: dict) -> str | None:
+    """Why one COCO annotation cannot be drawn on its image, or None (checked at load time, so a
+    broken annotation never reaches a worker)."""
+    if ann.get("category_id") not in category_index:
+        return f"category_id {ann.get('category_id')!r} is not among the categories"
+    segmentation = ann.get("segmentation")
+    if isinstance(segmentation, list):
+        for poly in segmentation:
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                return "a polygon needs an even number (>= 6) of coordinates"
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in poly):
+                return "a polygon coordinate is not a finite number"
+        return None
+    if isinstance(segmentation, dict) and "counts" in segmentation:
+        size = segmentation.get("size")
+        if not (isinstance(size, list) and len(size) == 2 and list(size) == [info["height"], info["width"]]):
+            return f"RLE size {size!r} is not the image's [{info['height']}, {info['width']}]"
+        counts = segmentation["counts"]
+        if isinstance(counts, list):
+            if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != info["height"] * info["width"]:
+                return "RLE counts are not non-negative runs covering the image"
+        elif not isinstance(counts, str):
+            return f"RLE counts of type {type(counts).__name__}"
+        return None
+    return f"segmentation of type {type(segmentation).__name__} is neither polygons nor RLE"
+
+
+def _read_coco_json(annotation_file: Path) -> dict:
+    try:
+        data = json.loads(annotation_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"COCO: {annotation_file} is not valid JSON ({err}); download it again.") from err
+    missing = [k for k in ("images", "categories") if not isinstance(data, dict) or not isinstance(data.get(k), list)]
+    if missing:
+        raise ValueError(f"COCO: {annotation_file} has no list {' and '.join(missing)} (not an instances_*.json file).")
+    return data
+
+
+def _coco_image_problem(info: dict) -> str | None:
+    if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
+        return "an image entry needs id and file_name"
+    if not all(isinstance(info.get(k), int) and 0 < info[k] <= 100_000 for k in ("height", "width")):
+        return f"image size {info.get('height')!r} x {info.get('width')!r} is not two positive integers"
+    return None
+
+
 def load_coco(annotation_file: str | Path, image_dir: str | Path, image_size: int = 448,
               mask_size: int = 112) -> SegmentationImages:
-    """COCO instances JSON + image folder -> category-mask dataset (images in the JSON's order)."""
+    """COCO instances JSON + image folder -> category-mask dataset (images in the JSON's order;
+    images with a broken entry or annotation left out and listed in ``skipped``)."""
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
     for path in (annotation_file, image_dir):
         if not path.exists():
             raise FileNotFoundError(f"COCO: {path} does not exist (expected annotations/instances_<split>2017.json "
                                     "and <split>2017/ under the COCO root).")
-    data = json.loads(annotation_file.read_text())
-    categories = sorted(data["categories"], key=lambda c: c["id"])
+    data = _read_coco_json(annotation_file)
+    categories = sorted((c for c in data["categories"] if isinstance(c, dict) and "id" in c), key=lambda c: c["id"])
     category_index = {c["id"]: i + 1 for i, c in enumerate(categories)}
+    images, skipped = {}, []
+    for info in data["images"]:
+        problem = _coco_image_problem(info)
+        if problem:
+            skipped.append((str(info.get("file_name", "?") if isinstance(info, dict) else "?"), problem))
+        else:
+            images[info["id"]] = info
     by_image: dict[int, list[dict]] = {}
+    broken: dict[int, str] = {}
     for ann in data.get("annotations", []):
-        by_image.setdefault(ann["image_id"], []).append(ann)
+        info = images.get(ann.get("image_id")) if isinstance(ann, dict) else None
+        if info is None:
+            skipped.append((f"annotation {ann.get('id') if isinstance(ann, dict) else '?'}", "its image_id is not a usable image"))
+            continue
+        problem = annotation_problem(ann, info, category_index)
+        if problem:
+            broken.setdefault(info["id"], f"annotation {ann.get('id')}: {problem}")
+        by_image.setdefault(info["id"], []).append(ann)
+    skipped += [(images[i]["file_name"], f"{reason} (the image's mask would be wrong)") for i, reason in broken.items()]
 
     def loader(info: dict) -> Callable:
         def load():
-            image = Image.open(image_dir / info["file_name"])
-            image.load()
+            image = open_checked(image_dir / info["file_name"])
             mask = coco_category_mask(by_image.get(info["id"], []), info["height"], info["width"], category_index)
             return image, mask
         return load
 
-    images = data["images"]
-    return SegmentationImages([loader(i) for i in images], [i["file_name"] for i in images],
-                              ["background"] + [c["name"] for c in categories], image_size, mask_size)
+    kept = [i for i in images.values() if i["id"] not in broken]
+    return SegmentationImages([loader(i) for i in kept], [i["file_name"] for i in kept],
+                              ["background"] + [str(c.get("name", c["id"])) for c in categories], image_size, mask_size,
+                              skipped)
 
 
 # ---------------------------------------------------------------- image + mask PNG pairs
 
 
 def load_mask_pairs(pairs: Sequence[tuple[Path, Path]], classes: Sequence[str], image_size: int = 448,
-                    mask_size: int = 112) -> SegmentationImages:
+                    mask_size: int = 112, skipped: list[tuple[str, str]] | None = None) -> SegmentationImages:
     """``(image path, mask PNG path)`` pairs; mask pixel values are the labels (palette indices for
     palette PNGs, which is how Pascal VOC stores its classes)."""
 
     def loader(image_path: Path, mask_path: Path) -> Callable:
         def load():
-            image = Image.open(image_path)
-            image.load()
-            mask = Image.open(mask_path)
+            image = open_checked(image_path)
+            mask = open_checked(mask_path)
             if mask.mode not in ("P", "L", "I", "I;16"):
                 raise ValueError(f"{mask_path} is a {mask.mode} image; masks must hold one label per pixel")
             return image, np.asarray(mask, dtype=np.int64)
         return load
 
-    return SegmentationImages([loader(i, m) for i, m in pairs], [i.name for i, _ in pairs], classes,
-                              image_size, mask_size)
+    return SegmentationImages([loader(i, m) for i, m in pairs], [printable(i.name) for i, _ in pairs], classes,
+                              image_size, mask_size, skipped)
 
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -278,9 +346,17 @@ def load_folder(root: str | Path, image_size: int = 448, mask_size: int = 112) -
              if p.suffix.lower() in IMAGE_EXTENSIONS and (mask_dir / f"{p.stem}.png").exists()]
     if not pairs:
         raise FileNotFoundError(f"{root}: no image in images/ has a mask of the same name in masks/.")
-    labels = sorted({int(v) for _, m in pairs for v in np.unique(np.asarray(Image.open(m)))} - {0, IGNORE})
-    n = max(labels, default=0)
-    return load_mask_pairs(pairs, ["background"] + [f"class_{i}" for i in range(1, n + 1)], image_size, mask_size)
+    labels, kept, skipped = set(), [], []
+    for image_path, mask_path in pairs:
+        try:
+            labels |= {int(v) for v in np.unique(np.asarray(open_checked(mask_path)))}
+            kept.append((image_path, mask_path))
+        except UnreadableImage as err:
+            skipped.append((printable(image_path.name), f"mask {err.reason}"))
+    if not kept:
+        raise FileNotFoundError(f"{root}: no mask in masks/ can be read ({skipped[0][1]}).")
+    n = max(labels - {0, IGNORE}, default=0)
+    return load_mask_pairs(kept, ["background"] + [f"class_{i}" for i in range(1, n + 1)], image_size, mask_size, skipped)
 
 
 # ---------------------------------------------------------------- built-in data

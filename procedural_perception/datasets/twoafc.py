@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from torch.utils.data import Dataset
 
-from procedural_perception.datasets.image_files import image_to_tensor
+from procedural_perception.datasets.image_files import image_to_tensor, open_rgb
 from procedural_perception.datasets.photos import PHOTOS
 
 MIN_VOTES = 6  # NIGHTS: keep triplets on which at least 6 judges agreed (DreamSim's filter)
@@ -119,7 +119,7 @@ class NightsTriplets(TwoAFCTriplets):
             raise ValueError(f"NIGHTS: no {split} triplet with >= {min_votes} votes and existing images in {table}.")
 
     def image(self, index: int, which: int) -> torch.Tensor:
-        return square_resize(Image.open(self.paths[index][which]).convert("RGB"), self.image_size)
+        return square_resize(open_rgb(self.paths[index][which]), self.image_size)  # checked decode, names the file
 
 
 def _column(row: dict, names: tuple[str, ...]) -> str:

@@ -269,6 +269,12 @@ class KNNClassification(EvaluationTask):
         neighbours, ks, audit_k = _knn_neighbours(encoder, memory, query, self.ks, self.audit_k, self.batch_size,
                                                   self.num_workers, device, self.progress)
         metrics, k = _knn_metrics(neighbours, ks, audit_k, memory, self.rules, self.temperature, self.audit_rule)
+        unreadable = sum(len(d.read_failures()) for d in (memory, query) if hasattr(d, "read_failures"))
+        if unreadable:  # files that passed the scan but failed to decode: embedded as black images, counted
+            warnings.warn(f"kNN: {unreadable} image(s) of {self.memory} / {self.query} could not be decoded and were "
+                          "embedded as black images with their labels; remove or replace them "
+                          "(datasets report them with their paths).", stacklevel=2)
+            metrics["knn/unreadable_images"] = unreadable
         self._last, self._headline = (neighbours, memory, query), (k, audit_k)
         return metrics
 

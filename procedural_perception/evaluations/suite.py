@@ -115,13 +115,14 @@ class EvaluationSuite:
 
     def evaluate(self, encoder: Encoder, label: str, console: Console | None = None) -> dict[str, Any]:
         """Every task's metrics for one encoder; a task that fails records ``<task>/error`` and the
-        others still run."""
+        others still run. Tasks registered as ``<evaluation>@<data set>`` (the paper suite runs one
+        kNN task per data set) get their metrics prefixed with ``<data set>/``."""
         row: dict[str, Any] = {}
         start = time.perf_counter()
         for name, task in self.tasks.items():
             try:
                 with torch.no_grad():
-                    row.update(task.evaluate(encoder))
+                    row.update({f"{_dataset(name)}{k}": v for k, v in task.evaluate(encoder).items()})
             except (ImportError, OSError, ValueError, RuntimeError, KeyError) as err:
                 if console is not None:
                     console.print(f"[red]{name} failed for {label}: {err}")
@@ -149,7 +150,46 @@ class EvaluationSuite:
         return results
 
     def headline_columns(self) -> list[tuple[str, str]]:
-        return [column for task in self.tasks.values() for column in task.headlines()]
+        return [(f"{_dataset(name).rstrip('/')} {title}".strip(), f"{_dataset(name)}{key}")
+                for name, task in self.tasks.items() for title, key in task.headlines()]
+
+
+def _dataset(name: str) -> str:
+    """``"flowers102/"`` for a task named ``knn@flowers102``, ``""`` for a plain one."""
+    return f"{name.partition('@')[2]}/" if "@" in name else ""
+
+
+def paper_suite(root: str | Path, args: argparse.Namespace | None = None,
+                progress: bool = True) -> tuple[dict[str, EvaluationTask], list[str]]:
+    """The paper's evaluations on whichever of its data sets lie under ``root``, and one line per absent one.
+
+    Tables 1 and 3: kNN classification with the whole training split as memory and the whole test
+    split as queries (``procedural_perception.datasets.paper``); Table 2: PCA R^2 on COCO val2017
+    (``<root>/coco``); Fig. 5: 2AFC on NIGHTS val (``<root>/nights``), each when present.
+    """
+    from procedural_perception.datasets.paper import TABLES, survey
+
+    root = Path(root)
+    found, absent = survey(root)
+    tasks: dict[str, EvaluationTask] = {}
+    base = {"memory_size": None, "query_size": None}
+    for name, memory, query in found:
+        tasks[f"knn@{name}"] = task_class("knn").from_args(args or argparse.Namespace(),
+                                                            {**base, "memory": memory, "query": query})
+    lines = [f"{name} ({TABLES.get(name, '')}): {reason}" for name, reason in absent]
+    coco = root / "coco"
+    if (coco / "annotations" / "instances_val2017.json").is_file():
+        tasks["pca_r2@coco"] = task_class("pca_r2")(data=f"coco:{coco}", limit=None)
+    else:
+        lines.append(f"coco (Table 2): no {coco}/annotations/instances_val2017.json")
+    nights = root / "nights"
+    if (nights / "data.csv").is_file():
+        tasks["twoafc@nights"] = task_class("twoafc")(data=f"nights:{nights}:val", limit=None)
+    else:
+        lines.append(f"nights (Fig. 5): no {nights}/data.csv")
+    for task in tasks.values():
+        task.progress = progress
+    return tasks, lines
 
 
 def _safe(label: str) -> str:
