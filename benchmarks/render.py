@@ -1,7 +1,8 @@
 """Live rendering throughput versus decoding pre-rendered JPEGs: ``make bench-render`` (QUICK=1: < 60 s).
 
 For each process (shaders, mixup, kml, kml_mixup) at 224 x 224: images/s delivered by the
-ShaderDataModule's DataLoader with one worker per core, as float [B, 3, 224, 224] batches. Baseline,
+ShaderDataModule's DataLoader with one worker per core, as float [B, 3, 224, 224] batches; the GL-free
+baselines (stylegan, dead_leaves) at 224 and at 64 px. Baseline,
 measured just before each process in the same run: the anchor's way of feeding training, 224 x 224
 JPEGs (quality 95, pre-rendered by this engine) decoded with PIL and converted to float tensors in a
 DataLoader with the same worker count and batch size. Both timings include starting the workers.
@@ -145,6 +146,24 @@ def phase_costs(process: str, jpeg_paths: list[Path]) -> list[dict]:
             for phase, ms in costs.items()]
 
 
+def generated_rows(paths: list[Path], workers: int, baseline_name: str) -> list[dict]:
+    """Rows ``render/<process>[_64px]``: images/s of the processes that make their samples without GL
+    (stylegan, dead_leaves) at 224 and 64 px, each against the same JPEG-decoding baseline measured just
+    before it. Fewer images than the shader rows (they are slower per image at 224 px); blocks of 64."""
+    n = 128 if quick() else 2048
+    rows = []
+    for process in [name for name, p in PROCESSES.items() if p.generate is not None]:
+        for size in (IMAGE_SIZE, 64):
+            jpeg = DataLoader(JpegFolder(paths, n), batch_size=BATCH_SIZE, num_workers=workers)
+            baseline = images_per_second(jpeg, n)
+            dm = ShaderDataModule(process, seed=0, image_size=size, batch_size=BATCH_SIZE, num_workers=workers,
+                                  samples_per_epoch=n, block_size=64, shuffle_blocks=1)
+            value = images_per_second(dm.train_dataloader(), n)
+            name = f"render/{process}" + ("" if size == IMAGE_SIZE else f"_{size}px")
+            rows.append(row(name, value, "images/s", baseline_name, baseline, workers=workers, image_size=size))
+    return rows
+
+
 def main() -> None:
     workers = os.cpu_count() or 1
     n = 1024 if quick() else 8192
@@ -153,6 +172,8 @@ def main() -> None:
         paths = write_jpegs(Path(tmp), 256 if quick() else 1024, workers)
         baseline_name = f"PIL decode of 224px JPEGs, DataLoader x{workers} workers"
         for process in PROCESSES:
+            if PROCESSES[process].generate is not None:
+                continue  # the GL-free baselines: below
             jpeg = DataLoader(JpegFolder(paths, n), batch_size=BATCH_SIZE, num_workers=workers)
             baseline = images_per_second(jpeg, n)
             dm = ShaderDataModule(process, seed=0, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, num_workers=workers,
@@ -160,6 +181,7 @@ def main() -> None:
             value = images_per_second(dm.train_dataloader(), n)
             rows.append(row(f"render/{process}", value, "images/s", baseline_name, baseline,
                             workers=workers, image_size=IMAGE_SIZE, reuse_factor=dm.config.reuse_factor))
+        rows += generated_rows(paths, workers, baseline_name)
         rows += phase_costs("kml_mixup", paths)
     if not quick():
         rows += program_validity(range(1000))

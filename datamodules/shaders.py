@@ -28,11 +28,12 @@ from .procedural.stream import ProceduralStream, blocks_per_epoch
 # processes reuse each render in ~24 samples: on a CPU (llvmpipe) a 224 px program image costs several
 # times more than decoding a JPEG, and 24 uses of a fresh image is still far fewer than the anchor's
 # (each of its 1.3M stored images was used ~6 times per epoch for 100 epochs). On a GPU, lower it.
-DEFAULT_REUSE = {"shaders": 1.0, "mixup": 24.0, "kml": 24.0, "kml_mixup": 24.0}
+DEFAULT_REUSE = {"shaders": 1.0, "mixup": 24.0, "kml": 24.0, "kml_mixup": 24.0}  # others (no pool): 1
 
 
 class ShaderDataModule(L.LightningDataModule):
-    """Procedural training images: ``process`` in shaders | mixup | kml | kml_mixup.
+    """Procedural training images: ``process`` in shaders | mixup | kml | kml_mixup, or the GL-free baselines
+    stylegan | dead_leaves (which ignore ``programs_per_block``, ``reuse``, ``tiles`` and ``shader_dir``).
 
     Batches are ``[B, 3, H, W]`` float in [0, 1] without ``transform``; with one, each sample is
     ``transform(image)`` (the DINO multi-crop list when training). ``samples_per_epoch`` counts all ranks.
@@ -67,7 +68,7 @@ class ShaderDataModule(L.LightningDataModule):
                        programs_per_block=(programs_per_block, 1), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1))
         self.config = BlockConfig(
             process=process, seed=seed, image_size=image_size, block_size=block_size,
-            programs_per_block=programs_per_block, reuse=DEFAULT_REUSE[process] if reuse is None else reuse,
+            programs_per_block=programs_per_block, reuse=DEFAULT_REUSE.get(process, 1.0) if reuse is None else reuse,
             shader_dir=shader_dir,
         )
         self.batch_size = batch_size

@@ -166,6 +166,11 @@ class BlockMaker:
     def __call__(self, block: int) -> torch.Tensor:
         """Samples of block ``block``: uint8 [block_size, 3, H, W]."""
         cfg = self.config
+        if self.process.generate is not None:  # a process that makes its samples itself: no GL, no pool
+            out = self.process.generate(cfg, block)
+            self.stats.blocks += 1
+            self.stats.samples += cfg.block_size
+            return out
         pool = self.pool(block)
         generator = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, block, 0xB10C]).integers(2**62)))
         indices = self.ingredient_indices(block, generator)
