@@ -66,6 +66,7 @@ def test_data_module_counts_programs_of_consumed_blocks():
 
 
 @pytest.mark.egl
+@pytest.mark.timeout(1800)  # 64 programs compile cold on a fresh machine (tens of ms each idle, far more when loaded)
 def test_a_default_block_draws_its_ingredients_from_at_least_64_programs():
     config = BlockConfig(seed=5, image_size=16)  # the defaults, tiny images
     assert config.programs_per_block >= 64
