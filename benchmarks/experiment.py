@@ -59,15 +59,29 @@ from procedural_perception.visual_memory.voting import RULES  # noqa: E402
 
 PROCESSES = tuple(PROCESS_REGISTRY)  # every registered process: the paper's four and its baselines
 HEADLINE_PROCESS = "kml_mixup"
+# The GLSL processes train with one fixed generator, the one of the first committed results (4 programs of
+# the 2D `patterns` family per block, fresh program seeds), so that rows differ by their process only; the
+# ablations below change the generator of kml_mixup one thing at a time.
+PINNED_GENERATOR = ("data.programs_per_block=4", "data.program_pool=0")
 # Real-data controls trained with the same recipe: row -> the procedural_perception.cli.train data overrides.
 # Fashion-MNIST's 28 px images are resized to the 64 px of the procedural renders.
 DATA_ROWS = {
     "photos": ("data=images", "data.root=wallpapers"),
     "fashion_mnist": ("data=images", "data.root=fashion_mnist:train", "data.resize=64"),
 }
-ROWS = PROCESSES + tuple(DATA_ROWS)
+# kml_mixup at equal budget with one change each: the program pool of the cpu profile (128 programs per
+# block from a pool of 5,120, so a run sees 5,120 programs instead of ~240), and every program family.
+ABLATIONS = {
+    "kml_mixup_pool": ("data=kml_mixup",),
+    "kml_mixup_families": ("data=kml_mixup", *PINNED_GENERATOR,
+                           "data.families={patterns:1,raymarch:1,leaves:1,ifs:1,spectral:1,flat:1}"),
+}
+ROWS = PROCESSES + tuple(DATA_ROWS) + tuple(ABLATIONS)
 # What each training row saw (the table's second column).
-TRAINED_ON = {**{p: "procedural (GLSL)" for p in ("shaders", "mixup", "kml", "kml_mixup")},
+TRAINED_ON = {**{p: "procedural (GLSL, patterns, 4 programs per block)" for p in ("shaders", "mixup", "kml", "kml_mixup")},
+              "stylegan": "procedural (random-init StyleGAN-Oriented)", "dead_leaves": "procedural (dead leaves)",
+              "kml_mixup_pool": "ablation: 128 programs per block from a pool of 5,120",
+              "kml_mixup_families": "ablation: every program family, equal weights",
               "photos": "real, out of domain: 28 wallpaper photographs (2,076 tiles)",
               "fashion_mnist": "real, in domain: Fashion-MNIST train (60k)"}
 # Seeds per row when --seeds is not given: the headline rows get two, so they have a spread.
@@ -162,7 +176,10 @@ def train_command(args: argparse.Namespace, process: str, seed: int) -> list[str
     """The procedural_perception.cli.train call of one run: cpu profile, no evaluation callbacks, the budget in steps."""
     # callbacks=none: the evaluations run afterwards on the final checkpoint, and procedural_perception.cli.train still keeps
     # a last.ckpt every epoch (resuming) without the profile's kept 55 MB checkpoints.
-    data = list(DATA_ROWS.get(process, (f"data={process}",)))
+    if process in DATA_ROWS or process in ABLATIONS:
+        data = list({**DATA_ROWS, **ABLATIONS}[process])
+    else:
+        data = [f"data={process}", *(PINNED_GENERATOR if PROCESS_REGISTRY[process].generate is None else ())]
     overrides = [*data, "profile=cpu", "callbacks=none", f"seed={seed}",
                  f"trainer.max_steps={args.budget_steps}",
                  "trainer.max_epochs=-1",  # the budget is the step count, not the profile's epochs
@@ -374,7 +391,7 @@ def goal_lines(table: dict[str, dict]) -> list[str]:
         stat = table.get(row, {}).get(HEADLINE_KEY)
         return None if stat is None else stat["mean"]
 
-    procedural = {row: mean(row) for row in table if row in PROCESSES and mean(row) is not None}
+    procedural = {row: mean(row) for row in table if (row in PROCESSES or row in ABLATIONS) and mean(row) is not None}
     if not procedural or mean("random_vit") is None:
         return []
     best = max(procedural, key=procedural.get)
