@@ -12,7 +12,7 @@ draw, so the loader then starts its workers with ``spawn``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -22,6 +22,7 @@ from procedural_perception.core.config import check_minimums
 from .procedural import egl
 from .procedural.blocks import BlockConfig
 from .procedural.processes import get_process
+from .procedural.programs import family_weights
 from .procedural.stream import ProceduralStream, blocks_per_epoch
 
 # Ingredient reuse per rendered program image when the config does not say (see blocks.py). Mixed
@@ -39,7 +40,8 @@ class ShaderDataModule(L.LightningDataModule):
     Engine options: ``block_size`` (samples per block), ``programs_per_block``, ``reuse`` (ingredient
     uses per rendered image; None: DEFAULT_REUSE), ``shuffle_blocks`` (blocks per shuffle window),
     ``tiles`` (images per framebuffer readback), ``rank`` / ``world_size`` (override the process group's,
-    for tests and tools).
+    for tests and tools). ``families``: program families and their weights, e.g. ``{patterns: 1, raymarch: 1}``
+    (datamodules/procedural/families; None: ``patterns`` only).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class ShaderDataModule(L.LightningDataModule):
         tiles: int = 16,
         rank: int | None = None,
         world_size: int | None = None,
+        families: Mapping[str, float] | None = None,
     ):
         super().__init__()
         get_process(process)  # fail early on a typo
@@ -68,7 +71,7 @@ class ShaderDataModule(L.LightningDataModule):
         self.config = BlockConfig(
             process=process, seed=seed, image_size=image_size, block_size=block_size,
             programs_per_block=programs_per_block, reuse=DEFAULT_REUSE[process] if reuse is None else reuse,
-            shader_dir=shader_dir,
+            shader_dir=shader_dir, families=None if families is None else family_weights(dict(families)),
         )
         self.batch_size = batch_size
         self.num_workers = num_workers

@@ -51,6 +51,8 @@ class BlockConfig:
     programs_per_block: int = 4  # distinct programs rendered per block
     reuse: float = 6.0  # ingredient uses per rendered program image (capped at 1 for `shaders`)
     shader_dir: str | None = None  # folder of Shadertoy programs instead of the grammar
+    # Program families and weights as sorted (name, weight) pairs (families.family_weights); None: patterns.
+    families: tuple[tuple[str, float], ...] | None = None
 
     @property
     def ingredients(self) -> int:
@@ -107,7 +109,8 @@ class BlockMaker:
     def _program(self, rng: np.random.Generator) -> Program:
         if self._folder is not None:
             return self._folder[int(rng.integers(len(self._folder)))]
-        return generate_program(int(rng.integers(2**31)))
+        families = None if self.config.families is None else dict(self.config.families)
+        return generate_program(int(rng.integers(2**31)), families)
 
     def _render_slot(self, block: int, slot: int, draws: int) -> np.ndarray:
         """``draws`` non-degenerate uint8 renders [draws, H, W, 3] of one program slot."""
