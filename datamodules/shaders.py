@@ -12,7 +12,7 @@ draw, so the loader then starts its workers with ``spawn``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -23,6 +23,7 @@ from .procedural import egl
 from .procedural.blocks import BlockConfig
 from .procedural.processes import get_process
 from .procedural.program_pool import distinct_programs
+from .procedural.programs import family_weights
 from .procedural.stream import ProceduralStream, blocks_per_epoch
 
 # Ingredient reuse per rendered program image when the config does not say (see blocks.py). Mixed
@@ -42,7 +43,8 @@ class ShaderDataModule(L.LightningDataModule):
     fixed set of programs blocks draw from, :mod:`.procedural.program_pool`), ``reuse`` (ingredient
     uses per rendered image; None: DEFAULT_REUSE), ``shuffle_blocks`` (blocks per shuffle window),
     ``tiles`` (images per framebuffer readback), ``rank`` / ``world_size`` (override the process group's,
-    for tests and tools).
+    for tests and tools). ``families``: program families and their weights, e.g. ``{patterns: 1, raymarch: 1}``
+    (datamodules/procedural/families; None: ``patterns`` only).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class ShaderDataModule(L.LightningDataModule):
         tiles: int = 16,
         rank: int | None = None,
         world_size: int | None = None,
+        families: Mapping[str, float] | None = None,
     ):
         super().__init__()
         get_process(process)  # fail early on a typo
@@ -78,7 +81,7 @@ class ShaderDataModule(L.LightningDataModule):
         self.config = BlockConfig(
             process=process, seed=seed, image_size=image_size, block_size=block_size,
             programs_per_block=programs_per_block, program_pool=program_pool, reuse=DEFAULT_REUSE.get(process, 1.0) if reuse is None else reuse,
-            shader_dir=shader_dir,
+            shader_dir=shader_dir, families=None if families is None else family_weights(dict(families)),
         )
         self.batch_size = batch_size
         self.num_workers = num_workers

@@ -60,6 +60,8 @@ class BlockConfig:
     program_pool: int = 21_000
     reuse: float = 6.0  # ingredient uses per rendered program image (capped at 1 for `shaders`)
     shader_dir: str | None = None  # folder of Shadertoy programs instead of the grammar
+    # Program families and weights as sorted (name, weight) pairs (families.family_weights); None: patterns.
+    families: tuple[tuple[str, float], ...] | None = None
 
     def __post_init__(self):
         if self.program_pool < 0:
@@ -130,13 +132,14 @@ class BlockMaker:
         cfg = self.config
         if self._folder is not None:
             return self._folder[int(rng.integers(len(self._folder)))]
+        families = None if cfg.families is None else dict(cfg.families)
         if cfg.program_pool == 0:
-            return generate_program(int(rng.integers(2**31)))
+            return generate_program(int(rng.integers(2**31)), families)
         if attempt == 0:
             index = int(block_programs(cfg.seed, cfg.program_pool, cfg.programs_per_block, block)[slot])
         else:
             index = int(rng.integers(cfg.program_pool))
-        return generate_program(pool_program_seed(index))
+        return generate_program(pool_program_seed(index), families)
 
     def _render_slot(self, block: int, slot: int, draws: int) -> np.ndarray:
         """``draws`` non-degenerate uint8 renders [draws, H, W, 3] of one program slot."""
