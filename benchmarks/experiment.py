@@ -70,18 +70,18 @@ DATA_ROWS = {
     "fashion_mnist": ("data=images", "data.root=fashion_mnist:train", "data.resize=64"),
 }
 # kml_mixup at equal budget with one change each: the program pool of the cpu profile (128 programs per
-# block from a pool of 5,120, so a run sees 5,120 programs instead of ~240), and every program family.
+# block from a pool of 5,120, so a run sees 5,120 programs instead of ~240), and every program family
+# (the generator of the other rows otherwise).
 ABLATIONS = {
     "kml_mixup_pool": ("data=kml_mixup",),
-    "kml_mixup_families": ("data=kml_mixup", *PINNED_GENERATOR,
-                           "data.families={patterns:1,raymarch:1,leaves:1,ifs:1,spectral:1,flat:1}"),
+    "kml_mixup_families": ("data=kml_mixup_families", *PINNED_GENERATOR),  # weights: configs/data/kml_mixup_families.yaml
 }
 ROWS = PROCESSES + tuple(DATA_ROWS) + tuple(ABLATIONS)
 # What each training row saw (the table's second column).
 TRAINED_ON = {**{p: "procedural (GLSL, patterns, 4 programs per block)" for p in ("shaders", "mixup", "kml", "kml_mixup")},
               "stylegan": "procedural (random-init StyleGAN-Oriented)", "dead_leaves": "procedural (dead leaves)",
               "kml_mixup_pool": "ablation: 128 programs per block from a pool of 5,120",
-              "kml_mixup_families": "ablation: every program family, equal weights",
+              "kml_mixup_families": "ablation: every program family (configs/data/kml_mixup_families.yaml)",
               "photos": "real, out of domain: 28 wallpaper photographs (2,076 tiles)",
               "fashion_mnist": "real, in domain: Fashion-MNIST train (60k)"}
 # Seeds per row when --seeds is not given: the headline rows get two, so they have a spread.
