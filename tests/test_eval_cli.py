@@ -113,3 +113,12 @@ def test_the_paper_suite_runs_on_the_data_sets_found_and_names_the_absent_ones(t
         assert f"skipped {absent}" in err
     header = out.with_suffix(".md").read_text().splitlines()[0]
     assert "cub kNN top-1 %" in header and "food101 kNN top-1 %" in header
+
+
+def test_in_a_log_the_table_keeps_whole_checkpoint_paths(tmp_path, capsys):
+    """Output that is not a terminal (a batch job's log) gets a table wide enough for a checkpoint's path,
+    not Rich's 80 columns that cut it to `runs/…`."""
+    ckpt = tiny_checkpoint(tmp_path / "a_checkpoint_with_a_long_descriptive_name_for_the_log_test.ckpt")
+    main(["--encoder", ckpt, "--references", "none", "--evals", "pca_r2,twoafc", "--pca-limit", "2",
+          "--twoafc-limit", "4", "--image-size", "32", "--out", str(tmp_path / "r.json")])
+    assert any(ckpt in line and "│" in line for line in capsys.readouterr().out.splitlines())

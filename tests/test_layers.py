@@ -146,3 +146,16 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     path.write_text("def f():\n    from callbacks.evaluation import PeriodicEvaluation\n")
     assert imports_of("procedural_perception.core.x", path, {"callbacks.evaluation"}) == {"callbacks.evaluation"}
     assert unit_of("callbacks.evaluation")[1] > unit_of("procedural_perception.core.x")[1]
+
+
+def test_the_readme_states_the_same_layers():
+    """README "Architecture" lists the layers (`| n | \\`package/\\`, ... | holds |`); they are the ones checked here."""
+    import re
+
+    stated = set()
+    for line in (ROOT / "README.md").read_text().splitlines():
+        row = re.match(r"\| (\d) \| ([^|]+)\|", line)
+        if row:
+            for package in re.findall(r"`([\w/]+)/`", row.group(2)):
+                stated.add((package.replace("/", "."), int(row.group(1))))
+    assert stated == {(prefix, layer) for prefix, layer in LAYERS if prefix != "procedural_perception"}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,11 +89,17 @@ def _init_distributed() -> None:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
+# Columns of the results table when the output is not a terminal (wide enough for a checkpoint path).
+LOG_WIDTH = 200
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     args = parse_args(argv)
     _init_distributed()
     rank, _ = rank_and_world()
-    console = Console(quiet=rank != 0)
+    # Not a terminal (a batch job's log, a pipe): Rich would draw the table 80 columns wide and cut the
+    # encoder names and headers short; a log has room, so give it LOG_WIDTH.
+    console = Console(quiet=rank != 0, width=None if sys.stdout.isatty() else LOG_WIDTH)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     evaluation = build_suite(args, progress=rank == 0, console=console)

@@ -1,4 +1,4 @@
-"""GPU readiness in one command: ``make gpu-check`` (at most a few minutes; writes one report).
+"""GPU readiness in one command: ``make gpu-check`` (at most 5 minutes; writes one report).
 
 Exercises every GPU path that the CPU test suite cannot run, each in its own child process (an EGL
 context and CUDA state per process, as in training), and writes ``runs/gpu_check/report.{json,md}``:
@@ -10,6 +10,10 @@ context and CUDA state per process, as in training), and writes ``runs/gpu_check
    crops, out_dim 65536) on GPU 0: images/s and peak memory.
 4. ``faiss``: exact search on the GPU equals the CPU master copy, also after removing rows.
 5. ``ddp``: two processes on two GPUs train a few steps with identical weights (with >= 2 GPUs).
+
+The checks share one time budget (``--budget-s``, 300 s): each child process gets at most what is
+left, and a check that no longer fits is reported as skipped, so the command ends within the budget
+(plus a few seconds) even when a driver hangs.
 
 Without a GPU it says so, checks the fallbacks instead (EGL on Mesa llvmpipe, fp32 precision, faiss on
 the CPU) and exits 0. A failing check is reported with its error and makes the exit status 1.
@@ -35,6 +39,8 @@ from procedural_perception.core.atomic import atomic_write_json, atomic_write_te
 
 console = Console(stderr=True)
 ROOT = Path(__file__).resolve().parents[2]
+# The issue's promise: the first command on a GPU machine answers within 5 minutes.
+BUDGET_S = 300.0
 
 
 # --- the checks (each runs in a child process: `python -m procedural_perception.cli.gpu_check --child NAME`) ---
@@ -123,12 +129,12 @@ def check_faiss(n: int = 200_000, dim: int = 384, queries: int = 256, k: int = 2
             "queries_per_s": round(queries / (time.perf_counter() - start), 1)}
 
 
-def check_ddp(runs_dir: Path) -> dict[str, Any]:
+def check_ddp(runs_dir: Path, timeout: float = 600) -> dict[str, Any]:
     """Two GPU processes (DDP, NCCL) train 6 steps of a small run; both finish and agree on the step count."""
     command = [sys.executable, "-m", "procedural_perception.cli.train", "profile=cpu", "callbacks=none", "trainer=ddp",
                "trainer.accelerator=gpu", "trainer.devices=2", "trainer.max_steps=6", "trainer.max_epochs=-1",
                f"runs_dir={runs_dir}", "run_name=gpu_check_ddp", "data.num_workers=1"]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     from procedural_perception.core.checkpoints import read_checkpoint
 
     last = runs_dir / "gpu_check_ddp" / "checkpoints" / "last.ckpt"
@@ -198,6 +204,22 @@ def run_child(name: str, rank: int | None = None, timeout: float = 300) -> dict[
     return {**json.loads(lines[-1].split(" ", 1)[1]), "seconds": round(time.perf_counter() - start, 1)}
 
 
+class Budget:
+    """The seconds left of ``make gpu-check``'s budget; each check runs with ``min(its limit, left)``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.deadline = seconds, time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def run(self, name: str, rank: int | None = None, limit: float = 300) -> dict[str, Any]:
+        """``run_child`` within what is left, or a "skipped" entry when less than 5 s are left."""
+        if self.left() < 5:
+            return {"skipped": f"the {self.seconds:.0f} s budget was spent (--budget-s sets it)"}
+        return run_child(name, rank, timeout=min(limit, self.left()))
+
+
 def report(results: dict[str, Any]) -> str:
     lines = ["# GPU readiness", "", f"GPUs: {results['gpus']} ({', '.join(results['gpu_names']) or 'none'})", "",
              "| check | result |", "|---|---|"]
@@ -210,6 +232,7 @@ def report(results: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m procedural_perception.cli.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/gpu_check"), help="report folder")
+    p.add_argument("--budget-s", type=float, default=BUDGET_S, help=f"time for every check together (default {BUDGET_S:.0f})")
     p.add_argument("--child", choices=sorted(CHECKS), help=argparse.SUPPRESS)
     p.add_argument("--rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -220,19 +243,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     names = [torch.cuda.get_device_name(i) for i in range(gpus)]
     checks: dict[str, Any] = {}
+    budget = Budget(args.budget_s)
     if gpus == 0:
         console.print("[yellow]No GPU visible (torch.cuda.is_available() is False): checking the CPU fallbacks "
                       "only; run this again on a GPU machine.[/yellow]")
-        checks["fallbacks"] = run_child("fallbacks")
+        checks["fallbacks"] = budget.run("fallbacks")
     else:
         console.print(f"{gpus} GPU(s): {', '.join(names)}")
-        checks["egl"] = [run_child("egl", r) for r in range(gpus)]
-        checks["render"] = [run_child("render", r) for r in range(gpus)]
-        checks["dino_step"] = run_child("dino_step", timeout=400)
-        checks["faiss"] = run_child("faiss")
-        if gpus >= 2:
+        checks["egl"] = [budget.run("egl", r, limit=60) for r in range(gpus)]
+        checks["render"] = [budget.run("render", r, limit=90) for r in range(gpus)]
+        checks["dino_step"] = budget.run("dino_step", limit=150)
+        checks["faiss"] = budget.run("faiss", limit=90)
+        if gpus >= 2 and budget.left() < 5:
+            checks["ddp"] = {"skipped": f"the {budget.seconds:.0f} s budget was spent (--budget-s sets it)"}
+        elif gpus >= 2:
             try:
-                checks["ddp"] = check_ddp(args.out / "runs")
+                checks["ddp"] = check_ddp(args.out / "runs", timeout=budget.left())
             except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
                 checks["ddp"] = {"error": str(err)[-800:]}
         else:

@@ -1,15 +1,18 @@
-"""The visual memory from the command line: build, classify, forget, audit, info.
+"""The visual memory from the command line: build, classify, forget, audit, info, export.
 
     python -m procedural_perception.cli.memory build --encoder efficientnet_lite0 --data fashion_mnist:train --out memories/fm
     python -m procedural_perception.cli.memory classify memories/fm --image shoe.png [--k 20 --rule rank]
-    python -m procedural_perception.cli.memory classify memories/fm --data fashion_mnist:test --limit 1000
+    python -m procedural_perception.cli.memory classify memories/fm --data fashion_mnist:test --limit 1000 [--k 5,10,20]
     python -m procedural_perception.cli.memory forget memories/fm --ids 12 40 --reason "owner asked for removal"
     python -m procedural_perception.cli.memory forget memories/fm --sources /data/x.jpg --reason "licence withdrawn"
     python -m procedural_perception.cli.memory audit memories/fm --queries fashion_mnist:test --limit 2000 [--k 20 --rule dino]
     python -m procedural_perception.cli.memory info memories/fm
+    python -m procedural_perception.cli.memory export memories/fm --out fm.npz   # or fm.safetensors
 
 A memory folder remembers the encoder and preprocessing it was built with, so classify and audit
-embed new images the same way. Every removal is recorded with its reason in the audit log.
+embed new images the same way; build embeds at the encoder's own input size (the size a checkpoint
+was trained at) unless --image-size is given. A k above the memory size is used as the memory size,
+with one warning line. Every removal is recorded with its reason in the audit log.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from rich.table import Table
 from lightning_modules.encoders import Encoder, build_encoder
 from procedural_perception.datasets.labelled import load_labelled, open_rgb, spec_usages
 from procedural_perception.evaluations.embedding import embed_dataset, eval_transform
-from procedural_perception.evaluations.knn import AUDIT_K, AUDIT_RULE
+from procedural_perception.evaluations.knn import AUDIT_K, AUDIT_RULE, fit_ks, headline_k
 from procedural_perception.visual_memory import RULES, VisualMemory
+from procedural_perception.visual_memory.export import FORMATS, check_format, export_memory
 from procedural_perception.visual_memory.voting import DEFAULT_TEMPERATURE
 
 
@@ -35,8 +39,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     sub = p.add_subparsers(dest="command", required=True)
 
-    def voting(q: argparse.ArgumentParser, k: int, rule: str) -> None:
-        q.add_argument("--k", type=int, default=k, help=f"neighbours that vote (default {k})")
+    def voting(q: argparse.ArgumentParser, k: int, rule: str, several: bool = False) -> None:
+        if several:
+            q.add_argument("--k", type=_int_list, default=[k], metavar="K[,K...]",
+                           help=f"neighbours that vote; several k: accuracy for each (default {k}; "
+                                "a k above the memory size is used as the memory size)")
+        else:
+            q.add_argument("--k", type=int, default=k, help=f"neighbours that vote (default {k})")
         q.add_argument("--rule", choices=RULES, default=rule, help=f"voting rule (default {rule})")
         q.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="dino/softmax temperature")
 
@@ -48,7 +57,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     b.add_argument("--encoder", required=True, help="DINO .ckpt, random_vit, rgb or efficientnet_lite0")
     b.add_argument("--data", required=True, help="labelled data spec: " + "; ".join(spec_usages()))
     b.add_argument("--out", required=True, type=Path, help="memory folder")
-    b.add_argument("--image-size", type=int, default=224)
+    b.add_argument("--image-size", type=int, default=None,
+                   help="input side (default: the encoder's own: the size a checkpoint was trained at, 224 for the "
+                        "reference encoders)")
     b.add_argument("--resize", type=int, default=None, help="shorter side before the centre crop (default size*256/224)")
     b.add_argument("--limit", type=int, default=None, help="a deterministic random subset of this many samples")
     b.add_argument("--seed", type=int, default=0)
@@ -62,7 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     source.add_argument("--data", help="labelled data spec (prints accuracy and the first predictions)")
     c.add_argument("--limit", type=int, default=None)
     c.add_argument("--show", type=int, default=5, help="predictions shown in detail")
-    voting(c, 20, "dino")
+    voting(c, AUDIT_K, AUDIT_RULE, several=True)
     embedding(c)
 
     f = sub.add_parser("forget", help="remove samples (exact unlearning), recording the reason")
@@ -83,7 +94,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     i = sub.add_parser("info", help="size, classes, encoder and the end of the audit log")
     i.add_argument("memory", type=Path)
     i.add_argument("--log", type=int, default=10, help="audit rows shown")
+
+    e = sub.add_parser("export", help="write the embeddings, labels, ids, class names and sources to one file")
+    e.add_argument("memory", type=Path)
+    e.add_argument("--out", required=True, type=Path, help=f"output file; its suffix ({', '.join(FORMATS)}) "
+                                                           "chooses the format")
     return p.parse_args(argv)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected k values separated by commas (5,10,20), got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"k values must be at least 1, got {text!r}")
+    return values
+
+
+def _fit_k(k: int, memory: VisualMemory, console: Console) -> int:
+    """``k``, or the memory size when ``k`` exceeds it (with one warning line)."""
+    if k > len(memory) > 0:
+        console.print(f"[yellow]warning:[/yellow] the memory holds {len(memory)} samples: k = {k} exceeds it and is "
+                      f"used as k = {len(memory)}")
+    return max(1, min(k, len(memory)))
 
 
 def _device(name: str) -> torch.device:
@@ -100,6 +134,7 @@ def _encoder_of(memory: VisualMemory, device: torch.device) -> tuple[Encoder, ob
 def build(args: argparse.Namespace, console: Console) -> None:
     device = _device(args.device)
     encoder = build_encoder(args.encoder).to(device)
+    args.image_size = args.image_size or int(getattr(encoder, "image_size", 224))
     data = load_labelled(args.data, eval_transform(args.image_size, args.resize), strict=args.strict,
                          report=args.out / "skipped.txt")
     data = data.subset(args.limit, args.seed)
@@ -128,6 +163,10 @@ def classify(args: argparse.Namespace, console: Console) -> None:
     device = _device(args.device)
     encoder, transform = _encoder_of(memory, device)
     names = memory.class_names()
+    ks, _, note = fit_ks(args.k, None, len(memory))
+    if note:
+        console.print(f"[yellow]warning:[/yellow] {note}")
+    args.k = headline_k(ks)  # the neighbours shown for each prediction
     if args.image:
         with torch.no_grad():
             features = encoder(torch.stack([transform(open_rgb(p)) for p in args.image]).to(device)).cpu()
@@ -136,9 +175,19 @@ def classify(args: argparse.Namespace, console: Console) -> None:
         return
     data = load_labelled(args.data, transform).subset(args.limit)
     features, labels = embed_dataset(encoder, data, args.batch_size, device=device)
-    predictions = memory.classify(features, args.k, args.rule, args.temperature)
-    accuracy = 100.0 * (predictions == labels).float().mean().item()
-    console.print(f"{args.data}: top-1 {accuracy:.2f}% over {len(labels)} images ({args.rule} vote, k = {args.k})")
+    for k in ks:
+        predictions = memory.classify(features, k, args.rule, args.temperature)
+        accuracy = 100.0 * (predictions == labels).float().mean().item()
+        console.print(f"{args.data}: top-1 {accuracy:.2f}% over {len(labels)} images ({args.rule} vote, k = {k})")
+        if k == args.k:
+            headline = predictions
+    table = Table(title=f"per-class top-1 ({args.rule} vote, k = {args.k})")
+    for column in ("class", "queries", "top-1 %"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for c in torch.unique(labels).tolist():
+        mask = labels == c
+        table.add_row(str(names.get(c, c)), str(int(mask.sum())), f"{100.0 * (headline[mask] == c).float().mean():.2f}")
+    console.print(table)
     for q in range(min(args.show, len(labels))):
         _show_attribution(console, memory, features[q], f"{data.sources[q]} (label {names.get(int(labels[q]), labels[q])})",
                           args, names)
@@ -176,6 +225,7 @@ def audit(args: argparse.Namespace, console: Console) -> None:
     encoder, transform = _encoder_of(memory, device)
     data = load_labelled(args.queries, transform).subset(args.limit)
     features, _ = embed_dataset(encoder, data, args.batch_size, device=device)
+    args.k = _fit_k(args.k, memory, console)
     report = memory.audit(features, args.k, args.rule, args.temperature)
     console.print(f"[bold]{report.count}[/bold] of {report.memory_size} memory samples are non-private "
                   f"({100 * report.fraction:.3f}%): removing any one changes at least one of {report.num_queries} "
@@ -203,11 +253,20 @@ def info(args: argparse.Namespace, console: Console) -> None:
     console.print(table)
 
 
+def export(args: argparse.Namespace, console: Console) -> None:
+    check_format(args.out)  # before loading a large memory
+    memory = VisualMemory.load(args.memory)
+    count = export_memory(memory, args.out)
+    console.print(f"[green]{args.out}[/green]: {count} embeddings of dim {memory.dim} with labels, ids, class names "
+                  "and sources")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
+    commands = {"build": build, "classify": classify, "forget": forget, "audit": audit, "info": info, "export": export}
     try:
-        {"build": build, "classify": classify, "forget": forget, "audit": audit, "info": info}[args.command](args, console)
+        commands[args.command](args, console)
     except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, OSError) as err:
         console.print(f"[bold red]error:[/bold red] {err.args[0] if isinstance(err, KeyError) else err}")
         return 2
