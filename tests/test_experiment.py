@@ -15,12 +15,22 @@ def test_seeds_default_to_two_for_the_headline_process_only():
     assert experiment.seeds_of("shaders", [3, 4]) == [3, 4]
 
 
-def test_every_process_gets_the_same_budget_and_batch():
+def test_every_row_gets_the_same_budget_and_batch():
+    """Processes, real-data controls and ablations differ only in their data; the recipe is shared."""
     args = experiment.parse_args(["--budget-steps", "50", "--batch-size", "16"])
-    commands = [experiment.train_command(args, p, 0)[3:] for p in experiment.PROCESSES]
-    shared = [[a for a in c if not a.startswith(("data=", "run_name="))] for c in commands]
+    commands = [experiment.train_command(args, p, 0)[3:] for p in experiment.ROWS]
+    shared = [[a for a in c if not a.startswith(("data=", "run_name=")) and a not in experiment.PINNED_GENERATOR
+               and not any(a in overrides for overrides in {**experiment.DATA_ROWS, **experiment.ABLATIONS}.values())]
+              for c in commands]
     assert all(s == shared[0] for s in shared)
-    assert "trainer.max_steps=50" in shared[0] and "data.batch_size=16" in shared[0]
+    assert "trainer.max_steps=50" in shared[0] and "data.batch_size=16" in shared[0] and "profile=cpu" in shared[0]
+
+
+def test_glsl_processes_share_one_pinned_generator():
+    args = experiment.parse_args([])
+    for process in ("shaders", "mixup", "kml", "kml_mixup"):
+        assert all(a in experiment.train_command(args, process, 0) for a in experiment.PINNED_GENERATOR)
+    assert "data.root=wallpapers" in experiment.train_command(args, "photos", 0)
 
 
 def test_runs_folder_defaults_under_out_and_can_be_shared(tmp_path):
@@ -41,9 +51,9 @@ def test_aggregate_reports_mean_and_sample_std():
 @pytest.mark.egl
 @pytest.mark.timeout(1800)
 def test_quick_experiment_writes_tables_and_plots(tmp_path):
-    experiment.main(["--quick", "--processes", "kml", "kml_mixup", "--out", str(tmp_path)])
+    experiment.main(["--quick", "--processes", "kml", "kml_mixup", "fashion_mnist", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "experiment.json").read_text())
-    encoders = ["kml", "kml_mixup", *REFERENCE_ENCODERS]
+    encoders = ["kml", "kml_mixup", "fashion_mnist", *REFERENCE_ENCODERS]
     assert list(result["table"]) == encoders
     for encoder in encoders:
         stats = result["table"][encoder]
@@ -54,9 +64,10 @@ def test_quick_experiment_writes_tables_and_plots(tmp_path):
     markdown = (tmp_path / "experiment.md").read_text()
     assert "4 optimisation steps per run" in markdown and "paper" in markdown
     assert all(f"| {e} |" in markdown for e in encoders)
+    assert "## Goal" in markdown and "In-domain real images (Fashion-MNIST train)" in markdown
     for plot in ("knn_vs_k.png", "privacy.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
     # A second call resumes: every run and every evaluation is found, nothing is recomputed.
     before = {p: p.stat().st_mtime for p in (tmp_path / "evals").glob("*.json")}
-    experiment.main(["--quick", "--processes", "kml", "kml_mixup", "--out", str(tmp_path)])
+    experiment.main(["--quick", "--processes", "kml", "kml_mixup", "fashion_mnist", "--out", str(tmp_path)])
     assert {p: p.stat().st_mtime for p in (tmp_path / "evals").glob("*.json")} == before
