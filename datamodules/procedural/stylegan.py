@@ -25,10 +25,11 @@ What persists across images is a pure function of the seed: the constant input a
 a classic StyleGAN mapping network z -> w broadcast to every layer instead of the oriented latents.
 Everything drawn per image comes from the image's own generator (:mod:`.sample_draws`).
 
-Size: StyleGAN2 uses min(32768 / res, 512) channels; here min(channel_base / res, channel_max), at
-least ``channel_min``, so a CPU makes >= 400 images/s at 64 px (benchmarks/render.py measures it). With
-the oriented filters every output channel of a layer is the same map up to gain sign, bias and noise,
-so narrow layers lose little.
+Size: StyleGAN2 uses min(32768 / res, 512) channels; here min(1024 / res, 64), at least 8 (64 px:
+64-64-64-32-16 channels at 4-8-16-32-64 px; 224 px: 64-64-36-18-9-8 at 7..224 px). Measured on this
+shared machine, one thread: ~480 images per CPU-second at 64 px and ~70 at 224 px, so two cores give
+~900 img/s at 64 px (make bench-render has the rows). With the oriented filters every output channel of
+a layer is the same map up to gain sign, bias and noise, so narrow layers lose little.
 """
 
 from __future__ import annotations
