@@ -22,6 +22,7 @@ from procedural_perception.core.config import check_minimums
 from .procedural import egl
 from .procedural.blocks import BlockConfig
 from .procedural.processes import get_process
+from .procedural.sandbox import DRAW_TIMEOUT_S
 from .procedural.stream import ProceduralStream, blocks_per_epoch
 
 # Ingredient reuse per rendered program image when the config does not say (see blocks.py). Mixed
@@ -38,8 +39,9 @@ class ShaderDataModule(L.LightningDataModule):
     ``transform(image)`` (the DINO multi-crop list when training). ``samples_per_epoch`` counts all ranks.
     Engine options: ``block_size`` (samples per block), ``programs_per_block``, ``reuse`` (ingredient
     uses per rendered image; None: DEFAULT_REUSE), ``shuffle_blocks`` (blocks per shuffle window),
-    ``tiles`` (images per framebuffer readback), ``rank`` / ``world_size`` (override the process group's,
-    for tests and tools).
+    ``tiles`` (images per framebuffer readback), ``draw_timeout_s`` (with ``shader_dir``: a user program
+    whose draw takes longer is abandoned and replaced, see ``procedural/sandbox.py``), ``rank`` /
+    ``world_size`` (override the process group's, for tests and tools).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class ShaderDataModule(L.LightningDataModule):
         num_workers: int = 2,
         samples_per_epoch: int = 1_300_000,
         shader_dir: str | None = None,
+        draw_timeout_s: float = DRAW_TIMEOUT_S,
         transform: Callable | None = None,
         block_size: int = 512,
         programs_per_block: int = 4,
@@ -64,11 +67,12 @@ class ShaderDataModule(L.LightningDataModule):
         get_process(process)  # fail early on a typo
         check_minimums("data", batch_size=(batch_size, 1), num_workers=(num_workers, 0), image_size=(image_size, 8),
                        samples_per_epoch=(samples_per_epoch, 1), block_size=(block_size, 1),
-                       programs_per_block=(programs_per_block, 1), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1))
+                       programs_per_block=(programs_per_block, 1), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1),
+                       draw_timeout_s=(draw_timeout_s, 0.01))
         self.config = BlockConfig(
             process=process, seed=seed, image_size=image_size, block_size=block_size,
             programs_per_block=programs_per_block, reuse=DEFAULT_REUSE[process] if reuse is None else reuse,
-            shader_dir=shader_dir,
+            shader_dir=shader_dir, draw_timeout_s=draw_timeout_s,
         )
         self.batch_size = batch_size
         self.num_workers = num_workers

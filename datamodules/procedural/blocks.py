@@ -26,6 +26,7 @@ import torch
 from .processes import get_process
 from .programs import Program, generate_program
 from .renderer import Renderer, degenerate
+from .sandbox import DRAW_TIMEOUT_S, SandboxedRenderer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class BlockConfig:
     programs_per_block: int = 4  # distinct programs rendered per block
     reuse: float = 6.0  # ingredient uses per rendered program image (capped at 1 for `shaders`)
     shader_dir: str | None = None  # folder of Shadertoy programs instead of the grammar
+    draw_timeout_s: float = DRAW_TIMEOUT_S  # shader_dir only: a longer draw abandons the program (sandbox.py)
 
     @property
     def ingredients(self) -> int:
@@ -94,7 +96,12 @@ class BlockMaker:
     def __init__(self, config: BlockConfig, tiles: int = 16):
         self.config = config
         self.process = get_process(config.process)
-        self.renderer = Renderer(config.image_size, tiles=tiles)
+        # SEAM (hostile programs): a user's shader_dir is arbitrary code, drawn in a killable render process
+        # with a per-draw time limit (sandbox.py); an abandoned program comes back as None, like a compile failure.
+        if config.shader_dir is not None:
+            self.renderer = SandboxedRenderer(config.image_size, tiles=tiles, draw_timeout_s=config.draw_timeout_s)
+        else:
+            self.renderer = Renderer(config.image_size, tiles=tiles)
         self.stats = BlockStats(_ingredients=self.process.ingredients)
         self._workspace: dict = {}  # buffers reused by the process across chunks and blocks
         self._folder: list[Program] | None = None
