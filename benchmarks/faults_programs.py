@@ -207,7 +207,7 @@ def scenarios(trials: int | None = None) -> list[dict]:
                          [compile_storm(storm, work)],
                          "block 0 slot 0: 16 programs in a row failed to compile or rendered degenerate images; "
                          "check the log for GLSL errors (with shader_dir: do its programs compile?)"))
-        rows.append(isolation_cost(64 if quick() else 224, 32 if quick() else 64, 2 if quick() else 4, work))
+        rows.append(isolation_cost(64 if quick() else 224, 32 if quick() else 64, 1 if quick() else 4, work))
     finally:
         logging.getLogger("datamodules").setLevel(logging.NOTSET)
         shutil.rmtree(work, ignore_errors=True)
