@@ -43,3 +43,23 @@ def test_a_build_lists_every_skipped_file_in_a_report(tmp_path, capsys):
     assert "skipped.txt" in " ".join(capsys.readouterr().out.split())
     report = (memory / "skipped.txt").read_text()
     assert all(f"cut{i}.png" in report for i in range(3))  # every bad file, not only the first
+
+
+def test_make_tensorboard_listens_on_this_machine_unless_told_otherwise():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+
+    def command(*extra: str) -> str:  # what `make tensorboard` would run (-n: print only; -o setup: skip setup)
+        out = subprocess.run(["make", "-n", "-o", "setup", "tensorboard", *extra], cwd=root, capture_output=True,
+                             text=True, check=True).stdout
+        return next(line for line in out.splitlines() if "tensorboard --logdir" in line)
+
+    assert "--host 127.0.0.1" in command() and "bind_all" not in command()
+    assert "--host 0.0.0.0" in command("TB_HOST=0.0.0.0")  # exposure is an explicit choice
