@@ -107,7 +107,7 @@ bench-scan: setup ## Folder scanning: header checks vs decoding every file (100k
 	$(PY) -m benchmarks.scan
 
 bench-faults: setup ## Fault matrix: hostile files/programs, damaged state, crashes; what survived (QUICK=1 < 60 s)
-	$(PY) -m benchmarks.faults
+	$(PY) -m benchmarks.faults $(ARGS)
 
 bench: bench-render bench-train bench-memory bench-ddp bench-compositional ## Every benchmark, then one report
 	$(PY) -m benchmarks.report

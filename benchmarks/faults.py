@@ -5,11 +5,15 @@ Runs the parts in turn, each writing its own ``benchmarks/results/faults_<part>.
 the module exists, the visual-memory faults (``faults_memory``, skipped with a line when absent). All rows
 go to ``benchmarks/results/faults.json`` and one table: scenario, trials, survived, lost, recover time and
 the message a user sees. ``QUICK=1``: fewer trials, no training processes (under a minute).
+``--parts faults_files ...`` runs only those parts (the others are read from their results files);
+``--saved`` runs nothing and rebuilds the table from the results files.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import json
 import time
 
 from rich.console import Console
@@ -58,10 +62,28 @@ def print_summary(rows: list[dict]) -> None:
     Console(width=200).print(table)
 
 
-def main() -> list[dict]:
+def saved_part(module_name: str) -> tuple[list[dict], str]:
+    """(rows, note) of one part as its last run wrote them, without running it."""
+    path = RESULTS_DIR / f"{module_name}.json"
+    if not path.exists():
+        return [], f"{module_name}: no results file ({path})"
+    rows = json.loads(path.read_text())
+    for r in rows:
+        r.setdefault("part", module_name)
+    return rows, f"{module_name}: {len(rows)} scenarios from {path.name}"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--saved", action="store_true",
+                        help="no runs: rebuild faults.json and the table from the parts' last results files")
+    parser.add_argument("--parts", nargs="+", choices=[p for p, _ in PARTS], default=[p for p, _ in PARTS],
+                        help="run only these parts (the others are read from their last results files)")
+    args = parser.parse_args(argv)
     rows, notes = [], []
     for module_name, argument in PARTS:
-        part_rows, note = run_part(module_name, argument)
+        run = module_name in args.parts and not args.saved
+        part_rows, note = run_part(module_name, argument) if run else saved_part(module_name)
         rows += part_rows
         notes.append(note)
     atomic_write_json(RESULTS_DIR / "faults.json", rows)
