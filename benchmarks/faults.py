@@ -15,6 +15,7 @@ import argparse
 import importlib
 import json
 import time
+import traceback
 
 from rich.console import Console
 from rich.table import Table
@@ -43,7 +44,11 @@ def run_part(module_name: str, argument: str | None) -> tuple[list[dict], str]:
             raise
         return [], f"{module_name}: skipped (benchmarks/{module_name}.py is not in this checkout)"
     start = time.perf_counter()
-    rows = module.scenarios(quick()) if argument == "quick" else module.scenarios()
+    try:
+        rows = module.scenarios(quick()) if argument == "quick" else module.scenarios()
+    except Exception as exc:  # one broken part must not hide the others' results
+        traceback.print_exc()
+        return [], f"{module_name}: FAILED after {time.perf_counter() - start:.0f} s: {type(exc).__name__}: {exc}"
     atomic_write_json(RESULTS_DIR / f"{module_name}.json", rows)
     for r in rows:
         r.setdefault("part", module_name)
