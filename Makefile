@@ -28,7 +28,7 @@ export QUICK
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system photos debs train test test-fast lint tensorboard render eval export gpu-check memory experiment \
-        bench bench-render bench-train bench-memory bench-ddp bench-compositional bench-scan clean
+        bench bench-render bench-train bench-memory bench-ddp bench-compositional bench-scan bench-faults clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -113,6 +113,9 @@ bench-compositional: setup ## Compositional generalisation table (encoder-only v
 
 bench-scan: setup ## Folder scanning: header checks vs decoding every file (100k-file tree; QUICK=1: 5k)
 	$(PY) -m benchmarks.scan
+
+bench-faults: setup ## Fault matrix: hostile files/programs, damaged state, crashes; what survived (QUICK=1 < 60 s)
+	$(PY) -m benchmarks.faults $(ARGS)
 
 bench: bench-render bench-train bench-memory bench-ddp bench-compositional ## Every benchmark, then one report
 	$(PY) -m benchmarks.report

@@ -128,6 +128,24 @@ CASES: dict[str, Callable[[Path], list[str]]] = {
     "damage inside the data (found when decoded, in a worker)": _damaged,
 }
 
+# What a user sees for each case (the reader's skip summary; every entry is listed in the report file).
+SUMMARY = "<folder>: skipped N entries (M image files checked; first: {}); every one is listed in <folder>/skipped.txt"
+MESSAGES = {
+    "decompression bombs (huge declared size)": SUMMARY.format(
+        "class_a/bomb_huge.png: decompression bomb: Image size (1600000000 pixels) exceeds limit of 178956970 pixels"),
+    "absurd aspect ratio": SUMMARY.format("class_a/strip.png: absurd aspect ratio 400 x 2 (200:1, the limit is 50:1)"),
+    "truncated PNG / JPEG / TIFF": SUMMARY.format(
+        "class_a/cut.jpg: cannot decode: OSError: image file is truncated (122 bytes not processed)"),
+    "extension that lies, empty file": SUMMARY.format(
+        "class_a/notes.jpg: not an image (its content is no format PIL reads, whatever its extension)"),
+    "symlink loop, self-link, broken link": SUMMARY.format("class_a/broken.png: broken symlink (its target does not exist)"),
+    "FIFO and folder named like images": SUMMARY.format("class_a/fifo.jpg: not a regular file (a FIFO)"),
+    "non-UTF-8 file name": "(none: the file is read; its source is stored with the undecodable bytes escaped)",
+    "damage inside the data (found when decoded, in a worker)":
+        "<folder>: 1 reads failed during training (each replaced by the next readable file); every one is listed "
+        "in <folder>/skipped.txt",
+}
+
 
 def good_images(folder: Path, count: int = GOOD, seed: int = 0) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
@@ -321,7 +339,7 @@ def scenarios(trials: int | None = None) -> list[dict]:
             survived = sum(o[0] for o in outcomes)
             rows.append(row(f"hostile files: {case}", survived, "trials survived", "trials run", len(outcomes),
                             trials=len(outcomes), survived=survived, samples_lost=sum(o[1] for o in outcomes),
-                            recover_s=round(max(o[2] for o in outcomes), 4), readers=readers,
+                            recover_s=round(max(o[2] for o in outcomes), 4), readers=readers, user_message=MESSAGES[case],
                             failures=[o[3] for o in outcomes if not o[0]]))
         for name, check in (("hostile files: MedMNIST .npz with missing keys (refused)", npz_refusal),
                             ("hostile files: COCO JSON with broken polygons (images excluded)", coco_broken_polygons)):

@@ -142,10 +142,17 @@ def config_trial(overrides: list[str], expected: str, work: Path) -> tuple[bool,
 
 
 # --- real processes (full run only) ----------------------------------------------------------------
+# A process scenario's test takes 1-3 minutes on an idle 2-core machine; a busy one can be 10x slower.
+PROCESS_TIMEOUT_S = 1800
+
+
 def _pytest(node: str) -> tuple[bool, int, float, str]:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node], cwd=ROOT,
-                         capture_output=True, text=True, timeout=900)
+    try:
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node], cwd=ROOT,
+                             capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:  # a failed trial to report, not a crash of the whole benchmark
+        return False, 0, time.perf_counter() - start, f"{node} did not finish within {PROCESS_TIMEOUT_S} s"
     return out.returncode == 0, 0, time.perf_counter() - start, "" if out.returncode == 0 else out.stdout[-500:]
 
 

@@ -24,6 +24,7 @@ from .procedural.blocks import BlockConfig
 from .procedural.processes import get_process
 from .procedural.program_pool import distinct_programs
 from .procedural.programs import family_weights
+from .procedural.sandbox import DRAW_TIMEOUT_S
 from .procedural.stream import ProceduralStream, blocks_per_epoch
 
 # Ingredient reuse per rendered program image when the config does not say (see blocks.py). Mixed
@@ -42,9 +43,10 @@ class ShaderDataModule(L.LightningDataModule):
     Engine options: ``block_size`` (samples per block), ``programs_per_block``, ``program_pool`` (the
     fixed set of programs blocks draw from, :mod:`.procedural.program_pool`), ``reuse`` (ingredient
     uses per rendered image; None: DEFAULT_REUSE), ``shuffle_blocks`` (blocks per shuffle window),
-    ``tiles`` (images per framebuffer readback), ``rank`` / ``world_size`` (override the process group's,
-    for tests and tools). ``families``: program families and their weights, e.g. ``{patterns: 1, raymarch: 1}``
-    (datamodules/procedural/families; None: ``patterns`` only).
+    ``tiles`` (images per framebuffer readback), ``draw_timeout_s`` (with ``shader_dir``: a user program
+    whose draw takes longer is abandoned and replaced, see ``procedural/sandbox.py``), ``rank`` /
+    ``world_size`` (override the process group's, for tests and tools). ``families``: program families and
+    their weights, e.g. ``{patterns: 1, raymarch: 1}`` (datamodules/procedural/families; None: ``patterns`` only).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class ShaderDataModule(L.LightningDataModule):
         num_workers: int = 2,
         samples_per_epoch: int = 1_300_000,
         shader_dir: str | None = None,
+        draw_timeout_s: float = DRAW_TIMEOUT_S,
         transform: Callable | None = None,
         block_size: int = 512,
         programs_per_block: int = 64,
@@ -71,7 +74,8 @@ class ShaderDataModule(L.LightningDataModule):
         get_process(process)  # fail early on a typo
         check_minimums("data", batch_size=(batch_size, 1), num_workers=(num_workers, 0), image_size=(image_size, 8),
                        samples_per_epoch=(samples_per_epoch, 1), block_size=(block_size, 1),
-                       programs_per_block=(programs_per_block, 1), program_pool=(program_pool, 0), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1))
+                       programs_per_block=(programs_per_block, 1), program_pool=(program_pool, 0), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1),
+                       draw_timeout_s=(draw_timeout_s, 0.01))
         if 0 < program_pool < programs_per_block and shader_dir is None:
             raise ConfigError(
                 f"data.program_pool ({program_pool}) is smaller than data.programs_per_block ({programs_per_block}): "
@@ -81,7 +85,7 @@ class ShaderDataModule(L.LightningDataModule):
         self.config = BlockConfig(
             process=process, seed=seed, image_size=image_size, block_size=block_size,
             programs_per_block=programs_per_block, program_pool=program_pool, reuse=DEFAULT_REUSE.get(process, 1.0) if reuse is None else reuse,
-            shader_dir=shader_dir, families=None if families is None else family_weights(dict(families)),
+            shader_dir=shader_dir, draw_timeout_s=draw_timeout_s, families=None if families is None else family_weights(dict(families)),
         )
         self.batch_size = batch_size
         self.num_workers = num_workers

@@ -30,6 +30,7 @@ from .processes import get_process
 from .program_pool import block_programs, blocks_per_cycle, pool_program_seed
 from .programs import Program, generate_program
 from .renderer import Renderer, degenerate
+from .sandbox import DRAW_TIMEOUT_S, SandboxedRenderer
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class BlockConfig:
     shader_dir: str | None = None  # folder of Shadertoy programs instead of the grammar
     # Program families and weights as sorted (name, weight) pairs (families.family_weights); None: patterns.
     families: tuple[tuple[str, float], ...] | None = None
+    draw_timeout_s: float = DRAW_TIMEOUT_S  # shader_dir only: a longer draw abandons the program (sandbox.py)
 
     def __post_init__(self):
         if self.program_pool < 0:
@@ -116,8 +118,12 @@ class BlockMaker:
     def __init__(self, config: BlockConfig, tiles: int = 16):
         self.config = config
         self.process = get_process(config.process)
-        # Keep at least two blocks' programs compiled (redraws of degenerate renders reuse them).
-        self.renderer = Renderer(config.image_size, tiles=tiles, cache_size=max(32, 2 * config.programs_per_block))
+        # SEAM (hostile programs): a user's shader_dir is arbitrary code, drawn in a killable render process
+        # with a per-draw time limit (sandbox.py); an abandoned program comes back as None, like a compile failure.
+        if config.shader_dir is not None:
+            self.renderer = SandboxedRenderer(config.image_size, tiles=tiles, draw_timeout_s=config.draw_timeout_s)
+        else:  # keep at least two blocks' programs compiled (redraws of degenerate renders reuse them)
+            self.renderer = Renderer(config.image_size, tiles=tiles, cache_size=max(32, 2 * config.programs_per_block))
         self.stats = BlockStats(_ingredients=self.process.ingredients)
         self._workspace: dict = {}  # buffers reused by the process across chunks and blocks
         self._folder: list[Program] | None = None

@@ -168,9 +168,18 @@ def classify(args: argparse.Namespace, console: Console) -> None:
         console.print(f"[yellow]warning:[/yellow] {note}")
     args.k = headline_k(ks)  # the neighbours shown for each prediction
     if args.image:
+        readable, images = [], []
+        for path in args.image:  # one unreadable file is named and skipped; the others are still classified
+            try:
+                images.append(transform(open_rgb(path)))
+                readable.append(path)
+            except (OSError, ValueError) as err:
+                console.print(f"[bold yellow]skipped:[/bold yellow] {err if str(path) in str(err) else f'{path}: {err}'}")
+        if not readable:
+            raise ValueError(f"none of the {len(args.image)} images could be read (each is named above)")
         with torch.no_grad():
-            features = encoder(torch.stack([transform(open_rgb(p)) for p in args.image]).to(device)).cpu()
-        for path, feature in zip(args.image, features, strict=True):
+            features = encoder(torch.stack(images).to(device)).cpu()
+        for path, feature in zip(readable, features, strict=True):
             _show_attribution(console, memory, feature, str(path), args, names)
         return
     data = load_labelled(args.data, transform).subset(args.limit)
