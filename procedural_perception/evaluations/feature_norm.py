@@ -98,7 +98,11 @@ class FeatureNormEncoder(Encoder):
         self.register_buffer("projection", projection.float(), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(self.encoder(images).float(), dim=-1) - self.centre
+        return self.transform(self.encoder(images))
+
+    def transform(self, features: torch.Tensor) -> torch.Tensor:
+        """The wrapped encoder's raw embeddings ``[B, D]`` -> centred / whitened ``[B, D]`` (not normalised)."""
+        x = F.normalize(features.float(), dim=-1) - self.centre
         return x if self.mode == "centre" else x @ self.projection
 
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:
