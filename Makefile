@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages: headless EGL through Mesa, and the offline real-image data set.
 DEB_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 dataset-fashion-mnist
+# The offline real photographs of the experiment's out-of-domain row (procedural_perception/datasets/wallpapers.py).
+PHOTO_PACKAGES := mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
 
 DATA ?= kml_mixup
 MODEL ?= dino
@@ -25,7 +27,7 @@ export PYOPENGL_PLATFORM := egl
 export QUICK
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system train test test-fast lint tensorboard render eval export gpu-check memory experiment \
+.PHONY: help setup system photos debs train test test-fast lint tensorboard render eval export gpu-check memory experiment \
         bench bench-render bench-train bench-memory bench-ddp bench-compositional bench-scan \
         bench-diversity bench-feature-norm clean
 
@@ -45,7 +47,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 system: ## Install the Debian packages (EGL, Fashion-MNIST) when missing; needs root
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@$(MAKE) --no-print-directory debs PACKAGES="$(DEB_PACKAGES)"
+
+photos: ## Install the wallpaper photographs of the experiment's real-photo row (Debian packages); needs root
+	@$(MAKE) --no-print-directory debs PACKAGES="$(PHOTO_PACKAGES)"
+
+debs:
+	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 	  echo "installing Debian packages: $$missing"; \
@@ -86,7 +94,7 @@ gpu-check: setup ## Exercise every GPU path once (EGL per rank, bf16 DINO step, 
 memory: setup ## Visual memory command: make memory ARGS="build|classify|forget|audit ..."
 	$(PY) -m procedural_perception.cli.memory $(ARGS)
 
-experiment: setup ## Procedural-versus-real transfer experiment (results under docs/results/)
+experiment: setup photos ## Procedural-versus-real transfer experiment (results under docs/results/)
 	$(PY) -m benchmarks.experiment $(ARGS)
 
 bench-render: setup ## Rendering throughput vs decoding JPEGs (QUICK=1 for < 60 s)

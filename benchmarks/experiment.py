@@ -3,10 +3,16 @@
     python -m benchmarks.experiment [--budget-steps 960] [--seeds 0 1] \\
         [--processes shaders mixup kml kml_mixup] [--quick] [--out docs/results] [--runs DIR]
 
-1. Trains the cpu-profile DINO model on each procedural process under the same compute budget
-   (same ``trainer.max_steps``, batch and seeds), one ``python -m procedural_perception.cli.train`` subprocess per run
-   (a fresh process: its own EGL contexts and seeding). A run whose ``last.ckpt`` already reached the
-   budget is skipped; an unfinished one resumes from it, so a killed experiment continues.
+1. Trains the cpu-profile DINO model on each procedural process and on the real-data controls under the
+   same compute budget (same ``trainer.max_steps``, batch, recipe and seeds), one
+   ``python -m procedural_perception.cli.train`` subprocess per run (a fresh process: its own EGL contexts
+   and seeding). The controls are the paper's real-data rows at equal budget: ``photos``, the offline
+   wallpaper photographs (out of domain, the analogue of its Places row) and ``fashion_mnist``, the
+   Fashion-MNIST training images (in domain, the analogue of its ImageNet row). A run whose
+   ``last.ckpt`` already reached the budget is skipped; an unfinished one resumes from it, so a killed
+   experiment continues. A run whose checkpoint is absent but whose metrics are committed in
+   ``<out>/evals/`` for the same evaluation settings is not trained again: its committed metrics are used
+   (and the log says so), so the table can grow by a row without re-training the others.
 2. Evaluates every checkpoint and the reference encoders (``random_vit`` = a random initialisation of
    the checkpoints' own architecture, ``rgb``, ``efficientnet_lite0``) with ``procedural_perception.cli.eval``'s own
    evaluations: kNN classification of Fashion-MNIST (every voting rule, every k) with the exact
@@ -41,6 +47,7 @@ from rich.console import Console
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from datamodules.procedural.processes import PROCESSES as PROCESS_REGISTRY  # noqa: E402
 from lightning_modules.encoders import REFERENCE_ENCODERS  # noqa: E402
 from procedural_perception.core.atomic import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
 from procedural_perception.core.checkpoints import read_checkpoint  # noqa: E402
@@ -50,10 +57,35 @@ from procedural_perception.visual_memory.voting import PAPER_K as AUDIT_K  # noq
 from procedural_perception.visual_memory.voting import PAPER_RULE as AUDIT_RULE  # noqa: E402
 from procedural_perception.visual_memory.voting import RULES  # noqa: E402
 
-PROCESSES = ("shaders", "mixup", "kml", "kml_mixup")
+PROCESSES = tuple(PROCESS_REGISTRY)  # every registered process: the paper's four and its baselines
 HEADLINE_PROCESS = "kml_mixup"
-# Seeds per process when --seeds is not given: the headline process gets two, so its row has a spread.
-DEFAULT_SEEDS = {HEADLINE_PROCESS: (0, 1)}
+# The GLSL processes train with one fixed generator, the one of the first committed results (4 programs of
+# the 2D `patterns` family per block, fresh program seeds), so that rows differ by their process only; the
+# ablations below change the generator of kml_mixup one thing at a time.
+PINNED_GENERATOR = ("data.programs_per_block=4", "data.program_pool=0")
+# Real-data controls trained with the same recipe: row -> the procedural_perception.cli.train data overrides.
+# Fashion-MNIST's 28 px images are resized to the 64 px of the procedural renders.
+DATA_ROWS = {
+    "photos": ("data=images", "data.root=wallpapers"),
+    "fashion_mnist": ("data=images", "data.root=fashion_mnist:train", "data.resize=64"),
+}
+# kml_mixup at equal budget with one change each: the program pool of the cpu profile (128 programs per
+# block from a pool of 5,120, so a run sees 5,120 programs instead of ~240), and every program family
+# (the generator of the other rows otherwise).
+ABLATIONS = {
+    "kml_mixup_pool": ("data=kml_mixup",),
+    "kml_mixup_families": ("data=kml_mixup_families", *PINNED_GENERATOR),  # weights: configs/data/kml_mixup_families.yaml
+}
+ROWS = PROCESSES + tuple(DATA_ROWS) + tuple(ABLATIONS)
+# What each training row saw (the table's second column).
+TRAINED_ON = {**{p: "procedural (GLSL, patterns, 4 programs per block)" for p in ("shaders", "mixup", "kml", "kml_mixup")},
+              "stylegan": "procedural (random-init StyleGAN-Oriented)", "dead_leaves": "procedural (dead leaves)",
+              "kml_mixup_pool": "ablation: 128 programs per block from a pool of 5,120",
+              "kml_mixup_families": "ablation: every program family (configs/data/kml_mixup_families.yaml)",
+              "photos": "real, out of domain: 28 wallpaper photographs (2,076 tiles)",
+              "fashion_mnist": "real, in domain: Fashion-MNIST train (60k)"}
+# Seeds per row when --seeds is not given: the headline rows get two, so they have a spread.
+DEFAULT_SEEDS = {HEADLINE_PROCESS: (0, 1), "photos": (0, 1), "fashion_mnist": (0, 1)}
 # The cpu profile's own length (20 epochs x 48 steps of 32 images): ~6 min per run on 2 idle cores.
 DEFAULT_BUDGET_STEPS = 960
 EVALS = ("knn", "pca_r2", "twoafc")
@@ -84,12 +116,15 @@ QUICK = {"budget_steps": 4, "batch_size": 8, "block_size": 32, "limit_memory": 2
 # The paper's figures (REFERENCE.md sections 3-6): ViT-S trained on 1.3M images on GPUs, evaluated on
 # ImageNet-1K (kNN, privacy), COCO (PCA R^2) and NIGHTS (2AFC) - other data sets than ours.
 PAPER_LABELS = {"shaders": "Shaders", "mixup": "S. Mixup", "kml": "S. KML", "kml_mixup": "S. KML Mixup",
+                "stylegan": "StyleGAN", "photos": "Places", "fashion_mnist": "ImageNet-trained (ViT-S)",
                 "random_vit": "random init", "rgb": "RGB", "efficientnet_lite0": "ImageNet-trained (ViT-S)"}
 PAPER = {  # label: (ImageNet kNN top-1 %, Flowers kNN top-1 %, COCO PCA R^2 %, NIGHTS 2AFC, non-private count, %)
     "Shaders": (30.69, 66.18, 55.0, 0.817, 6547, None),
     "S. Mixup": (35.45, 73.33, 51.4, 0.811, 6685, None),
     "S. KML": (35.38, 71.86, 55.9, 0.824, 6976, None),
     "S. KML Mixup": (37.88, 75.20, 53.7, 0.811, 7187, 0.56),
+    "StyleGAN": (13.73, 41.86, 48.5, 0.761, 4036, None),
+    "Places": (47.30, 59.51, 62.1, 0.833, None, None),
     "random init": (1.84, 11.18, 36.7, None, None, None),
     "RGB": (None, None, 19.4, None, None, None),
     "ImageNet-trained (ViT-S)": (68.89, 83.43, 63.7, 0.873, None, None),
@@ -105,7 +140,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"optimisation steps per run, the same for every process (default {DEFAULT_BUDGET_STEPS})")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="seeds of every process (default: 0 1 for kml_mixup, 0 for the others)")
-    p.add_argument("--processes", nargs="+", default=list(PROCESSES), choices=PROCESSES)
+    p.add_argument("--processes", nargs="+", default=list(ROWS), choices=ROWS, metavar="ROW",
+                   help=f"training rows: procedural processes and real-data controls (default all: {' '.join(ROWS)})")
     p.add_argument("--batch-size", type=int, default=None, help="training batch (default: the cpu profile's 32)")
     p.add_argument("--quick", action="store_true", help="4 steps per process, 1 seed, tiny evaluations")
     p.add_argument("--out", type=Path, default=Path("docs/results"))
@@ -143,15 +179,20 @@ def train_command(args: argparse.Namespace, process: str, seed: int) -> list[str
     """The procedural_perception.cli.train call of one run: cpu profile, no evaluation callbacks, the budget in steps."""
     # callbacks=none: the evaluations run afterwards on the final checkpoint, and procedural_perception.cli.train still keeps
     # a last.ckpt every epoch (resuming) without the profile's kept 55 MB checkpoints.
-    overrides = [f"data={process}", "profile=cpu", "callbacks=none", f"seed={seed}",
+    if process in DATA_ROWS or process in ABLATIONS:
+        data = list({**DATA_ROWS, **ABLATIONS}[process])
+    else:
+        data = [f"data={process}", *(PINNED_GENERATOR if PROCESS_REGISTRY[process].generate is None else ())]
+    overrides = [*data, "profile=cpu", "callbacks=none", f"seed={seed}",
                  f"trainer.max_steps={args.budget_steps}",
                  "trainer.max_epochs=-1",  # the budget is the step count, not the profile's epochs
                  f"run_name={run_name(process, seed)}", f"runs_dir={args.runs}"]
     if args.batch_size:
         overrides.append(f"data.batch_size={args.batch_size}")
     if args.quick:
-        # Smaller stream blocks: the first batch does not wait for 512 rendered images.
-        overrides += [f"data.block_size={QUICK['block_size']}", "data.num_workers=0"]
+        overrides.append("data.num_workers=0")
+        if process not in DATA_ROWS:  # smaller stream blocks: the first batch does not wait for 512 renders
+            overrides.append(f"data.block_size={QUICK['block_size']}")
     return [sys.executable, "-m", "procedural_perception.cli.train", *overrides, *args.train_arg]
 
 
@@ -170,6 +211,31 @@ def finished_steps(checkpoint: Path) -> int:
     return int(read_checkpoint(checkpoint).get("global_step", 0))
 
 
+def committed_metrics(args: argparse.Namespace, label: str) -> Path | None:
+    """The committed metrics of run ``label`` (``<out>/evals/<label>.json``) for this experiment's evaluation
+    settings, or None. Used when the run's checkpoint is not on this machine (checkpoints are not committed)."""
+    cache = args.out / "evals" / f"{label}.json"
+    if not cache.exists():
+        return None
+    stored = json.loads(cache.read_text()).get("fingerprint", {}).get("config", {})
+    return cache if decisive_settings(stored) == decisive_settings(eval_config_of(args)) else None
+
+
+def decisive_settings(config: dict) -> dict:
+    """The evaluation settings that decide the numbers, from a fingerprint's ``config``: today's per-task
+    form, or the flat form of the first committed results (same tasks, ks and rules)."""
+    if "knn" in config:
+        knn, pca, twoafc = config["knn"], config["pca_r2"], config["twoafc"]
+        flat = {"memory": knn["memory"], "query": knn["query"], "limit_memory": knn["memory_size"],
+                "limit_query": knn["query_size"], "image_size": knn["image_size"], "pca_data": pca["data"],
+                "pca_limit": pca["limit"], "twoafc_data": twoafc["data"], "twoafc_limit": twoafc["limit"]}
+    else:
+        flat = config
+    keys = ("memory", "query", "limit_memory", "limit_query", "image_size", "pca_data", "pca_limit", "twoafc_data",
+            "twoafc_limit")
+    return {key: flat.get(key) for key in keys}
+
+
 def train_all(args: argparse.Namespace, console: Console) -> dict[str, list[Path]]:
     """Train (or resume, or skip) every run; returns the final checkpoints of each process."""
     checkpoints: dict[str, list[Path]] = {}
@@ -178,7 +244,11 @@ def train_all(args: argparse.Namespace, console: Console) -> dict[str, list[Path
         for seed in seeds_of(process, args.seeds):
             last = args.runs / run_name(process, seed) / "checkpoints" / "last.ckpt"
             done = finished_steps(last)
-            if done >= args.budget_steps:
+            committed = committed_metrics(args, run_name(process, seed)) if done == 0 else None
+            if committed is not None:
+                console.print(f"[green]committed[/green] {run_name(process, seed)}: no checkpoint here; "
+                              f"its metrics come from {committed}")
+            elif done >= args.budget_steps:
                 console.print(f"[green]skip[/green] {run_name(process, seed)}: {last} has {done} steps")
             else:
                 command = train_command(args, process, seed)
@@ -208,17 +278,29 @@ def eval_settings(args: argparse.Namespace) -> dict[str, Any]:
             "twoafc_data": twoafc.data, "twoafc_limit": twoafc.limit}
 
 
+def eval_config_of(args: argparse.Namespace) -> dict[str, dict]:
+    """Every evaluation task's settings (the part of a cached result's fingerprint that must match)."""
+    tasks = suite.build_tasks(EVALS, eval_args(args), progress=False)
+    return {name: {k: v for k, v in vars(task).items() if not k.startswith("_") and k != "progress"}
+            for name, task in tasks.items()}
+
+
 def evaluate_all(args: argparse.Namespace, encoders: dict[str, str], checkpoints: list[str],
                  console: Console) -> dict[str, dict]:
     """Metrics of every encoder (label -> spec), cached in ``<out>/evals/<label>.json`` per configuration."""
     tasks = suite.build_tasks(EVALS, eval_args(args))
-    config = {name: {k: v for k, v in vars(task).items() if not k.startswith("_") and k != "progress"}
-              for name, task in tasks.items()}
+    config = eval_config_of(args)
     evaluation = suite.EvaluationSuite(tasks)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {}
     for label, spec in encoders.items():
         cache = args.out / "evals" / f"{label}.json"
+        # A run whose checkpoint is not here, or a reference row, with committed metrics for these settings.
+        reusable = not spec.endswith(".ckpt") or not Path(spec).exists()
+        if reusable and committed_metrics(args, label) is not None:
+            console.print(f"[green]committed[/green] {label}: {cache}")
+            results[label] = json.loads(cache.read_text())["metrics"]
+            continue
         fingerprint = {"spec": spec, "config": config,
                        "mtime": Path(spec).stat().st_mtime if spec.endswith(".ckpt") else None}
         if cache.exists():
@@ -274,12 +356,14 @@ def markdown(args: argparse.Namespace, table: dict[str, dict], seeds: dict[str, 
              f"2AFC: {eval_config['twoafc_data']} ({eval_config['twoafc_limit']} triplets) - synthetic "
              "distortion ordering, NOT human judgments.", "",
              "## Results (this machine)", "",
-             "| encoder | seeds | " + " | ".join(t for t, _, _ in SUMMARY_COLUMNS) + " |",
-             "|---|---:|" + "---:|" * len(SUMMARY_COLUMNS)]
+             "| encoder | trained on | seeds | " + " | ".join(t for t, _, _ in SUMMARY_COLUMNS) + " |",
+             "|---|---|---:|" + "---:|" * len(SUMMARY_COLUMNS)]
     for encoder, stats in table.items():
         n = max((s["n"] for s in stats.values()), default=0)
         cells = [_fmt_cell(stats.get(key), scale, key) for _, key, scale in SUMMARY_COLUMNS]
-        lines.append(f"| {encoder} | {n} | " + " | ".join(cells) + " |")
+        trained = TRAINED_ON.get(encoder, "procedural" if encoder in PROCESSES else "reference (not trained here)")
+        lines.append(f"| {encoder} | {trained} | {n} | " + " | ".join(cells) + " |")
+    lines += ["", *goal_lines(table)]
     ks = sorted({k_of(key) for stats in table.values() for key in stats if k_of(key) is not None})
     lines += ["", "## kNN top-1 % for every voting rule and k", "",
               "| encoder | rule | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|---|" + "---:|" * len(ks)]
@@ -301,6 +385,31 @@ def markdown(args: argparse.Namespace, table: dict[str, dict], seeds: dict[str, 
     lines += ["", "![kNN accuracy versus k](knn_vs_k.png)", "",
               "![accuracy versus non-private fraction](privacy.png)", ""]
     return "\n".join(lines)
+
+
+def goal_lines(table: dict[str, dict]) -> list[str]:
+    """The issue's goal, computed: the best procedural row against random init (+10 points wanted) and
+    against the out-of-domain real-photo row at equal compute (within 10 % relative wanted)."""
+    def mean(row: str) -> float | None:
+        stat = table.get(row, {}).get(HEADLINE_KEY)
+        return None if stat is None else stat["mean"]
+
+    procedural = {row: mean(row) for row in table if (row in PROCESSES or row in ABLATIONS) and mean(row) is not None}
+    if not procedural or mean("random_vit") is None:
+        return []
+    best = max(procedural, key=procedural.get)
+    lines = ["## Goal (headline kNN, equal compute)", "",
+             f"- Best procedural row: **{best}** {procedural[best]:.2f}; random init {mean('random_vit'):.2f}: "
+             f"**{procedural[best] - mean('random_vit'):+.2f} points** (goal: at least +10)."]
+    if mean("photos") is not None:
+        gap = (mean("photos") - procedural[best]) / mean("photos") * 100
+        lines.append(f"- Real photographs (out of domain) {mean('photos'):.2f}: the best procedural row is "
+                     f"**{gap:.1f} % below** it, relative (goal: within 10 %); photographs over random init "
+                     f"{mean('photos') - mean('random_vit'):+.2f} points.")
+    if mean("fashion_mnist") is not None:
+        lines.append(f"- In-domain real images (Fashion-MNIST train) {mean('fashion_mnist'):.2f}: "
+                     f"{mean('fashion_mnist') - mean('random_vit'):+.2f} points over random init.")
+    return lines + [""]
 
 
 def _fmt_cell(stat: dict | None, scale: float, key: str) -> str:
@@ -367,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for reference in REFERENCE_ENCODERS:
         encoders[reference] = reference
         groups[reference] = [reference]
-    all_checkpoints = [p for paths in checkpoints.values() for p in map(str, paths)]
+    # Random-init twins need an architecture from a checkpoint on this machine.
+    all_checkpoints = [p for paths in checkpoints.values() for p in map(str, paths) if Path(p).exists()]
     per_run = evaluate_all(args, encoders, all_checkpoints, console)
     table = aggregate(per_run, groups)
     seeds = {p: seeds_of(p, args.seeds) for p in args.processes}

@@ -1,7 +1,8 @@
 """Live rendering throughput versus decoding pre-rendered JPEGs: ``make bench-render`` (QUICK=1: < 60 s).
 
 For each process (shaders, mixup, kml, kml_mixup) at 224 x 224: images/s delivered by the
-ShaderDataModule's DataLoader with one worker per core, as float [B, 3, 224, 224] batches. Baseline,
+ShaderDataModule's DataLoader with one worker per core, as float [B, 3, 224, 224] batches; the GL-free
+baselines (stylegan, dead_leaves) at 224 and at 64 px. Baseline,
 measured just before each process in the same run: the anchor's way of feeding training, 224 x 224
 JPEGs (quality 95, pre-rendered by this engine) decoded with PIL and converted to float tensors in a
 DataLoader with the same worker count and batch size. Both timings include starting the workers.
@@ -13,6 +14,13 @@ decode, no rendering speed-up can lift the ratio above 1.0x on a CPU.
 
 The full run (without QUICK) also compiles and renders the programs of seeds 0..999 and reports how
 many compile and give non-degenerate images. Timings are noisy on a shared machine.
+
+Program rows (:mod:`benchmarks.render_programs`): cold compile vs a load from Mesa's disk cache per
+program; kml_mixup images/s with 64 programs per block (the default) vs today's 4, first run and cached;
+the anchor's real input cost (512 px JPEG decode + RandomResizedCrop(224)); rendering crops directly vs
+render-then-crop; and the fraction of cpu-profile training steps spent waiting for data. The whole
+benchmark runs with a fresh ``MESA_SHADER_CACHE_DIR``; the programs-per-block rows run first and leave
+the programs of blocks 0..1 (seed 0) cached, so the per-process rows see a machine's steady state.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.render_programs import crop_rows, data_wait_rows, program_cost_rows, programs_per_block_rows
 from datamodules.procedural.processes import PROCESSES
 from datamodules.shaders import ShaderDataModule
 from procedural_perception.core.benchmark_rows import quick, row, write_rows
@@ -38,9 +47,10 @@ BATCH_SIZE = 64
 class JpegFolder(Dataset):
     """The baseline: decode JPEG files with PIL into float [3, H, W] tensors in [0, 1]."""
 
-    def __init__(self, paths: list[Path], length: int):
+    def __init__(self, paths: list[Path], length: int, transform=None):
         self.paths = paths
         self.length = length
+        self.transform = transform  # e.g. RandomResizedCrop(224) on the float tensor
 
     def __len__(self) -> int:
         return self.length
@@ -48,7 +58,8 @@ class JpegFolder(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         with Image.open(self.paths[i % len(self.paths)]) as image:
             array = np.asarray(image.convert("RGB"))
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+        image = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+        return image if self.transform is None else self.transform(image)
 
 
 def images_per_second(loader, n: int) -> float:
@@ -61,10 +72,12 @@ def images_per_second(loader, n: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def write_jpegs(folder: Path, n: int, workers: int) -> list[Path]:
+def write_jpegs(folder: Path, n: int, workers: int, size: int = IMAGE_SIZE) -> list[Path]:
     """n kml_mixup samples as JPEG files (rendered in DataLoader workers, never in this process)."""
-    dm = ShaderDataModule("kml_mixup", seed=12345, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE,
-                          num_workers=max(workers, 1), samples_per_epoch=n, block_size=128, shuffle_blocks=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    dm = ShaderDataModule("kml_mixup", seed=12345, image_size=size, batch_size=min(BATCH_SIZE, n),
+                          num_workers=max(workers, 1), samples_per_epoch=n, block_size=128, shuffle_blocks=1,
+                          programs_per_block=4, program_pool=0)  # content only: few programs, few compiles
     paths = []
     for batch in dm.train_dataloader():
         for image in batch:
@@ -145,14 +158,57 @@ def phase_costs(process: str, jpeg_paths: list[Path]) -> list[dict]:
             for phase, ms in costs.items()]
 
 
+def generated_rows(paths: list[Path], workers: int, baseline_name: str) -> list[dict]:
+    """Rows ``render/<process>[_64px]``: images/s of the processes that make their samples without GL
+    (stylegan, dead_leaves) at 224 and 64 px, each against the same JPEG-decoding baseline measured just
+    before it. Fewer images than the shader rows (they are slower per image at 224 px); blocks of 64."""
+    n = 128 if quick() else 2048
+    rows = []
+    for process in [name for name, p in PROCESSES.items() if p.generate is not None]:
+        for size in (IMAGE_SIZE, 64):
+            jpeg = DataLoader(JpegFolder(paths, n), batch_size=BATCH_SIZE, num_workers=workers)
+            baseline = images_per_second(jpeg, n)
+            dm = ShaderDataModule(process, seed=0, image_size=size, batch_size=BATCH_SIZE, num_workers=workers,
+                                  samples_per_epoch=n, block_size=64, shuffle_blocks=1)
+            value = images_per_second(dm.train_dataloader(), n)
+            name = f"render/{process}" + ("" if size == IMAGE_SIZE else f"_{size}px")
+            rows.append(row(name, value, "images/s", baseline_name, baseline, workers=workers, image_size=size))
+    return rows
+
+
+def anchor_decode_rows(paths_512: list[Path], paths_224: list[Path], workers: int, n: int) -> list[dict]:
+    """What the anchor really fed DINO: its 512 px JPEGs decoded plus RandomResizedCrop(224), beside the
+    224 px decode row, and today's kml_mixup render rate against it (same run)."""
+    from torchvision.transforms import v2
+
+    crop = v2.RandomResizedCrop(IMAGE_SIZE, antialias=True)
+    anchor = images_per_second(DataLoader(JpegFolder(paths_512, n, crop), batch_size=BATCH_SIZE,
+                                          num_workers=workers), n)
+    small = images_per_second(DataLoader(JpegFolder(paths_224, n), batch_size=BATCH_SIZE, num_workers=workers), n)
+    dm = ShaderDataModule("kml_mixup", seed=0, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, num_workers=workers,
+                          samples_per_epoch=n, shuffle_blocks=1)
+    rendered = images_per_second(dm.train_dataloader(), n)
+    name = f"PIL decode of 512px JPEGs + RandomResizedCrop(224), DataLoader x{workers} workers"
+    return [row("decode/jpeg512_random_resized_crop_224", anchor, "images/s",
+                f"PIL decode of 224px JPEGs, DataLoader x{workers} workers", small, workers=workers),
+            row("render/kml_mixup_vs_anchor_decode", rendered, "images/s", name, anchor, workers=workers,
+                programs_per_block=dm.config.programs_per_block)]
+
+
 def main() -> None:
     workers = os.cpu_count() or 1
     n = 1024 if quick() else 8192
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_jpegs(Path(tmp), 256 if quick() else 1024, workers)
+        previous = os.environ.get("MESA_SHADER_CACHE_DIR")
+        os.environ["MESA_SHADER_CACHE_DIR"] = str(Path(tmp) / "mesa")  # cold programs, inherited by workers
+        paths = write_jpegs(Path(tmp) / "224", 256 if quick() else 1024, workers)
+        rows += program_cost_rows()
+        rows += programs_per_block_rows(workers, IMAGE_SIZE, BATCH_SIZE, n)
         baseline_name = f"PIL decode of 224px JPEGs, DataLoader x{workers} workers"
         for process in PROCESSES:
+            if PROCESSES[process].generate is not None:
+                continue  # the GL-free baselines: below
             jpeg = DataLoader(JpegFolder(paths, n), batch_size=BATCH_SIZE, num_workers=workers)
             baseline = images_per_second(jpeg, n)
             dm = ShaderDataModule(process, seed=0, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, num_workers=workers,
@@ -160,7 +216,16 @@ def main() -> None:
             value = images_per_second(dm.train_dataloader(), n)
             rows.append(row(f"render/{process}", value, "images/s", baseline_name, baseline,
                             workers=workers, image_size=IMAGE_SIZE, reuse_factor=dm.config.reuse_factor))
+        rows += generated_rows(paths, workers, baseline_name)
+        rows += anchor_decode_rows(write_jpegs(Path(tmp) / "512", 64 if quick() else 256, workers, 512), paths,
+                                   workers, n)
+        rows += crop_rows()
         rows += phase_costs("kml_mixup", paths)
+        rows += data_wait_rows(24 if quick() else 96)
+        if previous is None:
+            os.environ.pop("MESA_SHADER_CACHE_DIR")
+        else:
+            os.environ["MESA_SHADER_CACHE_DIR"] = previous
     if not quick():
         rows += program_validity(range(1000))
     write_rows("render", rows)

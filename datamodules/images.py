@@ -1,7 +1,10 @@
-"""A folder of real images as DINO training data (the paper's real-data comparison rows).
+"""Real images as DINO training data (the paper's real-data comparison rows).
 
-The folder may be an ImageFolder tree (``root/<class>/<image>``) or any flat or nested folder: every
-image file below ``root`` is a sample and labels are ignored (DINO is self-supervised). Each image is
+``root`` is a folder, ``wallpapers`` (the offline photographs of :mod:`procedural_perception.datasets.wallpapers`,
+cut into tiles once: the analogue of the paper's Places row) or any labelled data spec
+(``fashion_mnist:train``, ``flowers102:<root>:train``, ...: the in-domain row, the analogue of its
+ImageNet row). The folder may be an ImageFolder tree (``root/<class>/<image>``) or any flat or nested
+folder: every image file below ``root`` is a sample and labels are ignored (DINO is self-supervised). Each image is
 decoded to RGB, optionally resized (shorter side to ``resize``), and given to ``transform`` as a float
 tensor ``[3, H, W]`` in [0, 1], the same interface as the procedural data modules.
 
@@ -28,7 +31,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from procedural_perception.core.config import check_minimums
+from procedural_perception.datasets import wallpapers
 from procedural_perception.datasets.image_files import UnreadableImage, load_rgb, printable
+from procedural_perception.datasets.labelled import PREFIXES, load_labelled
 from procedural_perception.datasets.labelled_images import default_report_path
 from procedural_perception.datasets.scan import has_image_extension, scan_images, walk_files
 from procedural_perception.datasets.skips import ReadFailures, summary, write_report
@@ -70,9 +75,33 @@ class ImageFiles(Dataset):
                            f"be read (listed in {self.failures.path}): is the storage still mounted?")
 
 
+class UnlabelledImages(Dataset):
+    """The images of a labelled set without their labels, resized and transformed like :class:`ImageFiles`."""
+
+    def __init__(self, labelled: Dataset, resize: int | None = None, transform: Callable | None = None) -> None:
+        self.labelled = labelled
+        self.resize = v2.Resize(resize, interpolation=v2.InterpolationMode.BICUBIC, antialias=True) if resize else None
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labelled)
+
+    def __getitem__(self, index: int) -> Any:
+        image = self.labelled[index][0]
+        if self.resize is not None:
+            image = self.resize(image).clamp(0, 1)
+        return self.transform(image) if self.transform is not None else image
+
+
+def is_folder(root: str) -> bool:
+    """Whether ``root`` names a folder (else it is ``wallpapers`` or a labelled data spec's prefix)."""
+    return Path(root).is_dir() or root != wallpapers.NAME and root.partition(":")[0] not in PREFIXES
+
+
 class ImageFolderDataModule(L.LightningDataModule):
     """Args:
-        root: folder of images (ImageFolder tree or flat, searched recursively).
+        root: folder of images (ImageFolder tree or flat, searched recursively), ``wallpapers`` (the
+            offline photographs, tiled) or a labelled data spec such as ``fashion_mnist:train``.
         batch_size: images per device and step.
         num_workers: data-loader worker processes.
         resize: shorter side after decoding (None keeps the file's size; the random crops then
@@ -110,6 +139,12 @@ class ImageFolderDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
+        if not is_folder(self.root):
+            if self.root == wallpapers.NAME:
+                self.root = str(wallpapers.cut_tiles())
+            else:
+                self.dataset = UnlabelledImages(load_labelled(self.root, report=self.report), self.resize, self.transform)
+                return
         root = Path(self.root)
         if not root.is_dir():
             raise FileNotFoundError(f"Image folder {printable(root)} does not exist; set data.root=/path/to/images.")
@@ -128,7 +163,7 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def teardown(self, stage: str | None = None) -> None:
         """At the end of fit: the report gains the files that failed when read, and one line says how many."""
-        failures = self.dataset.failures.entries() if self.dataset is not None else []
+        failures = self.dataset.failures.entries() if isinstance(self.dataset, ImageFiles) else []
         if failures:
             write_report(self.report, printable(self.root), self.skipped, failures, "each replaced by the next readable file")
             Console(stderr=True, soft_wrap=True).print(

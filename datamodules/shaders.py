@@ -12,34 +12,39 @@ draw, so the loader then starts its workers with ``spawn``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from procedural_perception.core.config import check_minimums
+from procedural_perception.core.config import ConfigError, check_minimums
 
 from .procedural import egl
 from .procedural.blocks import BlockConfig
 from .procedural.processes import get_process
+from .procedural.program_pool import distinct_programs
+from .procedural.programs import family_weights
 from .procedural.stream import ProceduralStream, blocks_per_epoch
 
 # Ingredient reuse per rendered program image when the config does not say (see blocks.py). Mixed
 # processes reuse each render in ~24 samples: on a CPU (llvmpipe) a 224 px program image costs several
 # times more than decoding a JPEG, and 24 uses of a fresh image is still far fewer than the anchor's
 # (each of its 1.3M stored images was used ~6 times per epoch for 100 epochs). On a GPU, lower it.
-DEFAULT_REUSE = {"shaders": 1.0, "mixup": 24.0, "kml": 24.0, "kml_mixup": 24.0}
+DEFAULT_REUSE = {"shaders": 1.0, "mixup": 24.0, "kml": 24.0, "kml_mixup": 24.0}  # others (no pool): 1
 
 
 class ShaderDataModule(L.LightningDataModule):
-    """Procedural training images: ``process`` in shaders | mixup | kml | kml_mixup.
+    """Procedural training images: ``process`` in shaders | mixup | kml | kml_mixup, or the GL-free baselines
+    stylegan | dead_leaves (which ignore ``programs_per_block``, ``reuse``, ``tiles`` and ``shader_dir``).
 
     Batches are ``[B, 3, H, W]`` float in [0, 1] without ``transform``; with one, each sample is
     ``transform(image)`` (the DINO multi-crop list when training). ``samples_per_epoch`` counts all ranks.
-    Engine options: ``block_size`` (samples per block), ``programs_per_block``, ``reuse`` (ingredient
+    Engine options: ``block_size`` (samples per block), ``programs_per_block``, ``program_pool`` (the
+    fixed set of programs blocks draw from, :mod:`.procedural.program_pool`), ``reuse`` (ingredient
     uses per rendered image; None: DEFAULT_REUSE), ``shuffle_blocks`` (blocks per shuffle window),
     ``tiles`` (images per framebuffer readback), ``rank`` / ``world_size`` (override the process group's,
-    for tests and tools).
+    for tests and tools). ``families``: program families and their weights, e.g. ``{patterns: 1, raymarch: 1}``
+    (datamodules/procedural/families; None: ``patterns`` only).
     """
 
     def __init__(
@@ -53,22 +58,30 @@ class ShaderDataModule(L.LightningDataModule):
         shader_dir: str | None = None,
         transform: Callable | None = None,
         block_size: int = 512,
-        programs_per_block: int = 4,
+        programs_per_block: int = 64,
+        program_pool: int = 21_000,
         reuse: float | None = None,
         shuffle_blocks: int = 2,
         tiles: int = 16,
         rank: int | None = None,
         world_size: int | None = None,
+        families: Mapping[str, float] | None = None,
     ):
         super().__init__()
         get_process(process)  # fail early on a typo
         check_minimums("data", batch_size=(batch_size, 1), num_workers=(num_workers, 0), image_size=(image_size, 8),
                        samples_per_epoch=(samples_per_epoch, 1), block_size=(block_size, 1),
-                       programs_per_block=(programs_per_block, 1), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1))
+                       programs_per_block=(programs_per_block, 1), program_pool=(program_pool, 0), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1))
+        if 0 < program_pool < programs_per_block and shader_dir is None:
+            raise ConfigError(
+                f"data.program_pool ({program_pool}) is smaller than data.programs_per_block ({programs_per_block}): "
+                "a block renders distinct programs of the pool; raise the pool or lower programs_per_block "
+                "(data.program_pool=0 draws fresh programs instead)"
+            )
         self.config = BlockConfig(
             process=process, seed=seed, image_size=image_size, block_size=block_size,
-            programs_per_block=programs_per_block, reuse=DEFAULT_REUSE[process] if reuse is None else reuse,
-            shader_dir=shader_dir,
+            programs_per_block=programs_per_block, program_pool=program_pool, reuse=DEFAULT_REUSE.get(process, 1.0) if reuse is None else reuse,
+            shader_dir=shader_dir, families=None if families is None else family_weights(dict(families)),
         )
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -97,6 +110,24 @@ class ShaderDataModule(L.LightningDataModule):
         layout = self.dataset.layout()
         return blocks_per_epoch(self.dataset.samples_per_epoch, self.config.block_size,
                                 layout.world_size * max(self.num_workers, 1))
+
+    def distinct_programs(self) -> int:
+        """Distinct pool programs in the blocks this run has rendered so far (all ranks and workers).
+
+        The block schedule is a pure function of (seed, block), so the count follows from the number of
+        samples consumed (rounded up to whole blocks; blocks of one pool cycle never share a program, so
+        which blocks of the epoch were rendered does not matter), without asking the workers. Programs that replaced
+        failing ones are not counted (workers log their own exact counts). 0 without a pool.
+        """
+        cfg = self.config
+        if cfg.program_pool == 0 or cfg.shader_dir is not None:
+            return 0
+        trainer = getattr(self, "trainer", None)
+        world = trainer.world_size if trainer is not None else self.dataset.layout().world_size
+        per_epoch = self.blocks_per_epoch() * cfg.block_size
+        samples = self.epoch * per_epoch + self.batches_consumed * self.batch_size * world
+        blocks = min(-(-samples // cfg.block_size), (self.epoch + 1) * self.blocks_per_epoch())
+        return distinct_programs(cfg.seed, cfg.program_pool, cfg.programs_per_block, blocks)
 
     # ------------------------------------------------------------------ stream position
     def state_dict(self) -> dict:

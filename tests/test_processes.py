@@ -108,10 +108,10 @@ def test_processes_are_deterministic_and_thread_count_independent():
         for n in (1, 2):
             torch.set_num_threads(n)
             results.append({name: p.combine(pool, indices[:, : p.ingredients], torch.Generator().manual_seed(3), {})
-                            for name, p in PROCESSES.items()})
+                            for name, p in PROCESSES.items() if p.combine is not None})
     finally:
         torch.set_num_threads(threads)
-    for name in PROCESSES:
+    for name in results[0]:  # processes that generate their samples: tests/test_baselines.py
         assert torch.equal(results[0][name], results[1][name]), name
         levels = results[0][name].float()
         assert levels.shape == (8, 3, 48, 48) and levels.min() >= 0 and levels.max() <= 255

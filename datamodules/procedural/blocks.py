@@ -1,8 +1,11 @@
 """A block of the stream: ``block_size`` samples that are a pure function of (config, block index).
 
-A block picks a few programs, renders a pool of program images with many uniform draws per program
-(compiling costs 30-85 ms on llvmpipe, a draw 1-3 ms), then builds its samples with the process,
-each sample drawing its ingredients from the pool. One rendered image may serve several samples:
+A block takes ``programs_per_block`` programs (by default 64, scheduled from a fixed pool of
+``program_pool`` programs by :mod:`.program_pool`), renders a pool of program images with several uniform
+draws per program, then builds its samples with the process, each sample drawing its ingredients from
+the pool. A program's first compile on a machine costs a cold compile + LLVM JIT on llvmpipe; Mesa's
+on-disk shader cache makes every later one a cache load, which is why the programs come from a fixed
+pool. One rendered image may serve several samples:
 
     reuse factor = block_size * ingredients / pool_size   (ingredient uses per rendered image)
 
@@ -18,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .processes import get_process
+from .program_pool import block_programs, blocks_per_cycle, pool_program_seed
 from .programs import Program, generate_program
 from .renderer import Renderer, degenerate
 
@@ -48,9 +52,22 @@ class BlockConfig:
     seed: int = 0
     image_size: int = 224
     block_size: int = 512  # samples per block
-    programs_per_block: int = 4  # distinct programs rendered per block
+    # Distinct programs rendered per block. 64 (Baradad et al. 2022: accuracy keeps rising with the number
+    # of programs) costs ~no images/s against 4 once the pool's programs are in Mesa's disk cache.
+    programs_per_block: int = 64
+    # Programs a run draws from (pool entry i = grammar program of seed i); 0: a fresh, never-repeated
+    # program seed for every slot of every block (no disk-cache hits). 21,000 = shaders21k's count.
+    program_pool: int = 21_000
     reuse: float = 6.0  # ingredient uses per rendered program image (capped at 1 for `shaders`)
     shader_dir: str | None = None  # folder of Shadertoy programs instead of the grammar
+    # Program families and weights as sorted (name, weight) pairs (families.family_weights); None: patterns.
+    families: tuple[tuple[str, float], ...] | None = None
+
+    def __post_init__(self):
+        if self.program_pool < 0:
+            raise ValueError(f"program_pool must be >= 0 (0: fresh programs per block), got {self.program_pool}")
+        if self.program_pool and self.shader_dir is None:
+            blocks_per_cycle(self.program_pool, self.programs_per_block)  # a clear error when the pool is too small
 
     @property
     def ingredients(self) -> int:
@@ -80,6 +97,11 @@ class BlockStats:
     compile_failures: int = 0
     replaced_programs: int = 0
     programs: int = 0  # programs rendered (after replacements)
+    distinct: set = field(default_factory=set)  # names of the distinct programs this process rendered
+
+    @property
+    def distinct_programs(self) -> int:
+        return len(self.distinct)
 
     @property
     def reuse_factor(self) -> float:
@@ -94,7 +116,8 @@ class BlockMaker:
     def __init__(self, config: BlockConfig, tiles: int = 16):
         self.config = config
         self.process = get_process(config.process)
-        self.renderer = Renderer(config.image_size, tiles=tiles)
+        # Keep at least two blocks' programs compiled (redraws of degenerate renders reuse them).
+        self.renderer = Renderer(config.image_size, tiles=tiles, cache_size=max(32, 2 * config.programs_per_block))
         self.stats = BlockStats(_ingredients=self.process.ingredients)
         self._workspace: dict = {}  # buffers reused by the process across chunks and blocks
         self._folder: list[Program] | None = None
@@ -104,17 +127,26 @@ class BlockMaker:
             self._folder = load_shadertoy_folder(config.shader_dir)
 
     # ------------------------------------------------------------------ programs
-    def _program(self, rng: np.random.Generator) -> Program:
+    def _program(self, block: int, slot: int, attempt: int, rng: np.random.Generator) -> Program:
+        """The program of a slot: scheduled from the pool (attempt 0), a random pool entry (replacements)."""
+        cfg = self.config
         if self._folder is not None:
             return self._folder[int(rng.integers(len(self._folder)))]
-        return generate_program(int(rng.integers(2**31)))
+        families = None if cfg.families is None else dict(cfg.families)
+        if cfg.program_pool == 0:
+            return generate_program(int(rng.integers(2**31)), families)
+        if attempt == 0:
+            index = int(block_programs(cfg.seed, cfg.program_pool, cfg.programs_per_block, block)[slot])
+        else:
+            index = int(rng.integers(cfg.program_pool))
+        return generate_program(pool_program_seed(index), families)
 
     def _render_slot(self, block: int, slot: int, draws: int) -> np.ndarray:
         """``draws`` non-degenerate uint8 renders [draws, H, W, 3] of one program slot."""
         cfg = self.config
         for attempt in range(MAX_PROGRAM_ATTEMPTS):
             rng = np.random.default_rng([cfg.seed, block, slot, attempt])
-            program = self._program(rng)
+            program = self._program(block, slot, attempt, rng)
             images = self.renderer.render(program, program.sample_params(rng, draws))
             if images is None:
                 self.stats.compile_failures += 1
@@ -138,6 +170,7 @@ class BlockMaker:
                 good = np.flatnonzero(~bad)
                 images[bad] = images[good[np.arange(bad.sum()) % len(good)]]
             self.stats.programs += 1
+            self.stats.distinct.add(program.name)
             return images
         raise RuntimeError(
             f"block {block} slot {slot}: {MAX_PROGRAM_ATTEMPTS} programs in a row failed to compile or rendered "
@@ -166,6 +199,11 @@ class BlockMaker:
     def __call__(self, block: int) -> torch.Tensor:
         """Samples of block ``block``: uint8 [block_size, 3, H, W]."""
         cfg = self.config
+        if self.process.generate is not None:  # a process that makes its samples itself: no GL, no pool
+            out = self.process.generate(cfg, block)
+            self.stats.blocks += 1
+            self.stats.samples += cfg.block_size
+            return out
         pool = self.pool(block)
         generator = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, block, 0xB10C]).integers(2**62)))
         indices = self.ingredient_indices(block, generator)

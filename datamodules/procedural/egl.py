@@ -31,6 +31,10 @@ from dataclasses import dataclass
 
 # PyOpenGL picks its platform at first import; EGL must be chosen before anything imports OpenGL.
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+# Mesa's on-disk shader cache (on by default, ~/.cache/mesa_shader_cache or MESA_SHADER_CACHE_DIR) keeps
+# compiled programs across processes; its default 1 GB limit would evict part of a 21,000-program pool
+# (~40 KB per program and image size, measured with llvmpipe). Read when the driver loads.
+os.environ.setdefault("MESA_SHADER_CACHE_MAX_SIZE", "4G")
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,9 @@ them into its uint8 block). ``cache`` is per pool (masks) and may carry a reusab
 - ``shaders``: one program image as is;
 - ``mixup``: convex combination of 6 images, weights ~ Dirichlet(1) (:mod:`.mixup`);
 - ``kml``: s2 * m + s3 * (1 - m), m the softened 2-means mask of s1 (:mod:`.kml`); ingredients (s1, s2, s3);
-- ``kml_mixup``: the mean of two KML images, ingredients (s1, s2, s3, s1', s2', s3').
+- ``kml_mixup``: the mean of two KML images, ingredients (s1, s2, s3, s1', s2', s3');
+- ``stylegan`` / ``dead_leaves``: Baradad et al. 2021's StyleGAN-Oriented and dead leaves (mixed shapes),
+  baselines that ``generate`` their samples without GL (:mod:`.stylegan`, :mod:`.dead_leaves`).
 
 A KML mask depends on s1 only, so masks are computed once per pool image (lazily, in ``cache``) and
 shared by every sample that cuts with that image; this is what makes KML cheap when images are reused.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import dead_leaves, stylegan
 from .kml import composite_levels_, kml_mask, quantize_mask
 from .mixup import MIXUP_IMAGES, convex_mix, dirichlet_weights
 
@@ -32,9 +35,13 @@ COMPOSITE_PART = 8
 
 @dataclass(frozen=True)
 class Process:
+    """A process. Shader processes ``combine`` a block's pool of program images; a process with ``generate``
+    makes its samples itself, ``generate(config, block) -> uint8 [block_size, 3, H, W]`` (no GL, no pool)."""
+
     name: str
     ingredients: int
-    combine: Callable[[torch.Tensor, torch.Tensor, torch.Generator, dict], torch.Tensor]
+    combine: Callable[[torch.Tensor, torch.Tensor, torch.Generator, dict], torch.Tensor] | None = None
+    generate: Callable[[object, int], torch.Tensor] | None = None
 
 
 def pool_masks(pool: torch.Tensor, cache: dict) -> torch.Tensor:
@@ -110,6 +117,9 @@ PROCESSES: dict[str, Process] = {
     "mixup": Process("mixup", MIXUP_IMAGES, _mixup),
     "kml": Process("kml", 3, _kml),
     "kml_mixup": Process("kml_mixup", 6, _kml_mixup),
+    # Baselines of Baradad et al. 2021, made without GL (each sample a pure function of (seed, index)).
+    "stylegan": Process("stylegan", 1, generate=stylegan.generate_block),
+    "dead_leaves": Process("dead_leaves", 1, generate=dead_leaves.generate_block),
 }
 
 

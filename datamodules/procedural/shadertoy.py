@@ -62,6 +62,7 @@ def load_shadertoy_folder(folder: str | Path) -> list[Program]:
                 name=f"shadertoy-{path.relative_to(root)}",
                 source="\n".join(lines),
                 kind="shadertoy",
+                family="shadertoy",
                 low=np.array([TIME_RANGE[0]], dtype=np.float32),
                 high=np.array([TIME_RANGE[1]], dtype=np.float32),
             )

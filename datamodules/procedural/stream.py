@@ -164,9 +164,9 @@ class ProceduralStream(IterableDataset):
                 yield int(index[j]), images[j]
         stats = maker.stats
         log.info(
-            "slot %d epoch %d: %d blocks, %d programs, %d renders (%d degenerate rejected, %d compile failures), "
-            "ingredient reuse factor %.1f", layout.slot, epoch, stats.blocks, stats.programs, stats.rendered,
-            stats.degenerate, stats.compile_failures, stats.reuse_factor,
+            "slot %d epoch %d: %d blocks, %d programs (%d distinct), %d renders (%d degenerate rejected, "
+            "%d compile failures), ingredient reuse factor %.1f", layout.slot, epoch, stats.blocks, stats.programs,
+            stats.distinct_programs, stats.rendered, stats.degenerate, stats.compile_failures, stats.reuse_factor,
         )
 
     def __iter__(self):

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader
 
 from datamodules.procedural.processes import PROCESSES
+from datamodules.procedural.programs import family_weights
 from datamodules.shaders import ShaderDataModule
 from procedural_perception.core.atomic import atomic_path, atomic_write_bytes
 
@@ -87,6 +88,21 @@ def render(data: str, n: int, out: Path, seed: int = 0, size: int = 224, fmt: st
     return sheet
 
 
+def parse_families(text: str | None) -> dict[str, float] | None:
+    """``"patterns=1,raymarch=0.5"`` (or ``name:weight``, braces allowed) -> {name: weight}; None stays None."""
+    if text is None:
+        return None
+    out = {}
+    for item in text.strip().strip("{}").split(","):
+        name, sep, weight = item.replace(":", "=").partition("=")
+        try:
+            out[name.strip()] = float(weight) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"--families: weight {weight!r} of {name.strip()!r} is not a number; "
+                             "write e.g. --families patterns=1,raymarch=0.5") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="kml_mixup", choices=sorted(PROCESSES), help="process to render")
@@ -100,13 +116,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (DataLoader workers)")
     parser.add_argument("--shader-dir", default=None, help="folder of Shadertoy programs instead of the grammar")
     parser.add_argument("--sheet-cell", type=int, default=128, help="pixels per image on the contact sheet")
+    parser.add_argument("--families", default=None,
+                        help="program families and weights, e.g. patterns=1,raymarch=1 (default: patterns only)")
     parser.add_argument("--sheet-colours", type=int, default=None, help="quantise the sheet to this many colours (smaller file)")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("-n must be at least 1")
+    try:
+        families = parse_families(args.families)
+        if families is not None:
+            family_weights(families)
+    except ValueError as error:
+        parser.error(str(error))
     sheet = render(args.data, args.n, args.out, seed=args.seed, size=args.size, fmt=args.format,
                    quality=args.quality, shard_size=args.shard_size, workers=args.workers,
-                   shader_dir=args.shader_dir, sheet_cell=args.sheet_cell, sheet_colours=args.sheet_colours)
+                   shader_dir=args.shader_dir, sheet_cell=args.sheet_cell, sheet_colours=args.sheet_colours,
+                   families=families)
     print(f"wrote {args.n} images under {args.out} and the contact sheet {sheet}")
 
 

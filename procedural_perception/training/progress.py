@@ -68,6 +68,9 @@ class LineProgress(ProgressBar):
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:
             parts.append(f"loss {float(loss):.3f}")
+        programs = trainer.callback_metrics.get("data/distinct_programs")
+        if programs is not None:
+            parts.append(f"{int(programs)} programs")
         if self._start is not None:
             seconds = time.perf_counter() - self._start[0]
             steps = step - self._start[1]

@@ -1,0 +1,259 @@
+"""``make bench-render``, the program rows: what many programs per block cost, whether data stalls
+training, the anchor's real decode cost, and rendering crops directly. Called by :mod:`benchmarks.render`.
+
+Every measurement runs with a fresh Mesa shader cache (``MESA_SHADER_CACHE_DIR`` set by ``render.main``
+before any worker starts), so "cold" means a machine's first run and "cached" means after a first pass.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset
+
+from datamodules.procedural.blocks import BlockConfig
+from datamodules.procedural.program_pool import block_programs
+from datamodules.procedural.warm_pool import warm_programs
+from datamodules.shaders import ShaderDataModule
+from procedural_perception.core.benchmark_rows import quick, row
+
+# ------------------------------------------------------------------------------------ per-program costs
+
+
+class _ProgramCosts(IterableDataset):
+    """ms per program in a fresh worker process: compile + first draw, and a steady-state draw."""
+
+    def __init__(self, seeds: range, size: int):
+        self.seeds, self.size = seeds, size
+
+    def __iter__(self):
+        from datamodules.procedural.programs import generate_program
+        from datamodules.procedural.renderer import Renderer
+
+        renderer = Renderer(self.size, tiles=16, cache_size=len(self.seeds) + 1)
+        rng = np.random.default_rng(0)
+        warmup = generate_program(10**8)  # the context, framebuffer and vertex shader
+        renderer.render(warmup, warmup.sample_params(rng, 1))
+        first, steady = [], []
+        for seed in self.seeds:
+            program = generate_program(seed)
+            start = time.perf_counter()
+            renderer.render(program, program.sample_params(rng, 1))
+            middle = time.perf_counter()
+            renderer.render(program, program.sample_params(rng, 16))
+            first.append(time.perf_counter() - start)
+            steady.append((time.perf_counter() - middle) / 16)
+        yield {"first_ms": 1000 * float(np.median(first)), "draw_ms": 1000 * float(np.median(steady))}
+
+
+def _program_costs(seeds: range, size: int) -> dict:
+    return next(iter(DataLoader(_ProgramCosts(seeds, size), batch_size=None, num_workers=1)))
+
+
+def program_cost_rows(sizes=(64, 224)) -> list[dict]:
+    """Cold compile + first draw vs a load from Mesa's disk cache, per program (medians, one process)."""
+    rows = []
+    for size in sizes:
+        seeds = range(900_000 + size * 1000, 900_000 + size * 1000 + (8 if quick() else 32))
+        cold = _program_costs(seeds, size)
+        cached = _program_costs(seeds, size)  # a new process: only the disk cache carries over
+        first_draw = "ms of a steady-state draw (same programs, same run)"
+        rows += [
+            row(f"programs/cold_compile_{size}px", cold["first_ms"], "ms per program", first_draw, cold["draw_ms"],
+                higher_is_better=False, programs=len(seeds), note="compile + link + LLVM JIT at the first draw"),
+            row(f"programs/cached_load_{size}px", cached["first_ms"], "ms per program",
+                "cold compile + first draw (same programs)", cold["first_ms"], higher_is_better=False,
+                programs=len(seeds), note="a fresh process, programs in Mesa's disk cache"),
+        ]
+    return rows
+
+
+# ------------------------------------------------------------------------------------ 64 vs 4 per block
+
+
+def _images_per_second(dm: ShaderDataModule, n: int) -> float:
+    start, seen = time.perf_counter(), 0
+    for batch in dm.train_dataloader():
+        seen += len(batch)
+        if seen >= n:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def programs_per_block_rows(workers: int, image_size: int, batch_size: int, n: int) -> list[dict]:
+    """kml_mixup images/s with the new default (64 programs per block from the pool) vs today's 4 per block.
+
+    Each configuration runs twice over the same blocks with new worker processes: the first pass
+    compiles cold (a machine's first run), the second loads the programs from Mesa's disk cache.
+    """
+    def module(**engine):
+        return ShaderDataModule("kml_mixup", seed=0, image_size=image_size, batch_size=batch_size,
+                                num_workers=workers, samples_per_epoch=n, shuffle_blocks=1, **engine)
+
+    old = dict(programs_per_block=4, program_pool=0)
+    speeds = {}
+    for name, engine in (("4", old), ("64", {})):
+        speeds[name] = [_images_per_second(module(**engine), n) for _ in range(2)]  # cold, cached
+    new = module()
+    extra = dict(workers=workers, image_size=image_size, programs_per_block=new.config.programs_per_block,
+                 program_pool=new.config.program_pool, samples=n)
+    baseline = "kml_mixup, 4 programs per block (fresh seeds), same pass"
+    return [
+        row("render/kml_mixup/64_programs_cached", speeds["64"][1], "images/s", baseline, speeds["4"][1], **extra,
+            note="programs already in Mesa's disk cache (any earlier run or warm_pool); target ratio >= 0.9"),
+        row("render/kml_mixup/64_programs_first_run", speeds["64"][0], "images/s", baseline, speeds["4"][0], **extra,
+            note="fresh disk cache: every program compiles cold"),
+    ]
+
+
+# ------------------------------------------------------------------------------------ data wait in training
+
+
+class _WaitTimer:
+    """Lightning callback: seconds waiting for the next batch (end of a step -> start of the next) and
+    seconds inside steps. The first batch (worker start-up, first block) is kept apart."""
+
+    def __init__(self):
+        import lightning as L
+
+        outer = self
+
+        class Callback(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                now = time.perf_counter()
+                if outer.step_end is None:
+                    outer.startup = now - outer.fit_start
+                else:
+                    outer.waits.append(now - outer.step_end)
+                outer.step_start = now
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                outer.step_end = time.perf_counter()
+                outer.steps.append(outer.step_end - outer.step_start)
+
+        self.callback = Callback()
+        self.waits, self.steps = [], []
+        self.step_start = self.step_end = None
+        self.fit_start = time.perf_counter()
+        self.startup = 0.0
+
+
+def data_wait_rows(steps: int) -> list[dict]:
+    """Fraction of the cpu-profile training step spent waiting for data: the real DataModule + DINO.
+
+    The programs of the blocks the run reads are compiled into the disk cache first (warm_programs, timed
+    and reported: what a machine's first run pays on top), so the measured steps see the steady state.
+    """
+    import tempfile
+
+    import lightning as L
+
+    from procedural_perception.core.config import compose, instantiate
+
+    cfg = compose(["data=kml_mixup", "profile=cpu"])
+    model = instantiate(cfg.model)
+    dm = instantiate(cfg.data, transform=model.train_transform())
+    config: BlockConfig = dm.config
+    per_epoch = dm.blocks_per_epoch()  # whole epochs: the loader renders a shuffle window ahead of training
+    blocks = per_epoch * math.ceil(steps * dm.batch_size / (per_epoch * config.block_size))
+    indices = sorted({int(i) for b in range(blocks) for i in block_programs(
+        config.seed, config.program_pool, config.programs_per_block, b)})
+    warm = warm_programs(indices, config.image_size)
+    timer = _WaitTimer()
+    with tempfile.TemporaryDirectory() as logs:
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, max_epochs=-1, logger=False,
+                            callbacks=[timer.callback], enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=logs)
+        timer.fit_start = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+    wait, busy = float(np.sum(timer.waits)), float(np.sum(timer.steps[1:]))
+    extra = dict(steps=len(timer.waits), batch_size=dm.batch_size, num_workers=dm.num_workers,
+                 programs_per_block=config.programs_per_block, image_size=config.image_size)
+    return [
+        row("train/cpu_profile_data_wait", 100 * wait / (wait + busy), "% of step time", "target", 5.0,
+            higher_is_better=False, **extra, startup_s=timer.startup,
+            note="loader wait between steps / (wait + step), first batch excluded; programs in the disk cache"),
+        row("train/cpu_profile_first_run_compile", warm["seconds"], "s", "seconds of those steps' training",
+            busy + wait, higher_is_better=False, programs=warm["compiled"],
+            note="compiling the measured blocks' programs cold (2 processes): a machine's first run pays this"),
+    ]
+
+
+# ------------------------------------------------------------------------------------ crops
+
+
+def _cropped(program, crop_params: int = 4):
+    """``program`` drawn over a sub-rectangle of its plane: ``image(p)`` -> ``image(c + p * h)`` with the
+    centre c and half-size h as 4 extra uniforms (a crop is just another viewport transform)."""
+    from datamodules.procedural.programs import Program
+
+    k = program.num_params
+    source = program.source.replace("vec3 image(vec2 p)", "vec3 image_full(vec2 p)") + (
+        f"vec3 image(vec2 p) {{ return image_full(vec2(P({k}), P({k + 1})) + p * vec2(P({k + 2}), P({k + 3}))); }}\n")
+    low = np.concatenate([program.low, np.zeros(crop_params, np.float32)])
+    return Program(program.name + "-crop", source, program.kind, low, low.copy())
+
+
+def _crop_vectors(params: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Parameter vectors followed by crop boxes (centre x, y, half-size x, y in the [-1, 1] plane)."""
+    return np.concatenate([np.repeat(params, len(boxes), axis=0), np.tile(boxes, (len(params), 1))], axis=1)
+
+
+def _random_boxes(rng, n: int, scale: tuple[float, float]) -> np.ndarray:
+    """n square-ish crop boxes covering ``scale`` of the image area (RandomResizedCrop's scale range)."""
+    area = rng.uniform(*scale, n)
+    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), n))
+    half = np.stack([np.sqrt(area * ratio), np.sqrt(area / ratio)], 1).clip(max=1.0)
+    centre = rng.uniform(-1 + half, 1 - half)
+    return np.concatenate([centre, half], 1).astype(np.float32)
+
+
+class _CropCosts(IterableDataset):
+    """ms per DINO multi-crop set (2 global + n_local local crops) of one program image, two ways."""
+
+    def __init__(self, images: int, global_size: int, local_size: int, n_local: int):
+        self.images, self.g, self.l, self.n_local = images, global_size, local_size, n_local
+
+    def __iter__(self):
+        from torchvision.transforms import v2
+
+        from datamodules.procedural.programs import generate_program
+        from datamodules.procedural.renderer import Renderer
+
+        rng = np.random.default_rng(0)
+        program = generate_program(4242)
+        cropped = _cropped(program)
+        full, at_g, at_l = Renderer(self.g), Renderer(self.g), Renderer(self.l)
+        params = program.sample_params(rng, self.images)
+        global_crop = v2.RandomResizedCrop(self.g, scale=(0.4, 1.0), antialias=True)
+        local_crop = v2.RandomResizedCrop(self.l, scale=(0.05, 0.4), antialias=True)
+        for _ in range(2):  # the first round compiles; the second is timed
+            start = time.perf_counter()
+            images = torch_from(full.render(program, params))
+            for image in images:
+                [global_crop(image) for _ in range(2)] + [local_crop(image) for _ in range(self.n_local)]
+            then = time.perf_counter()
+            at_g.render(cropped, _crop_vectors(params, _random_boxes(rng, 2, (0.4, 1.0))))
+            at_l.render(cropped, _crop_vectors(params, _random_boxes(rng, self.n_local, (0.05, 0.4))))
+            end = time.perf_counter()
+        yield {"render_then_crop": 1000 * (then - start) / self.images, "direct": 1000 * (end - then) / self.images}
+
+
+def torch_from(images: np.ndarray):
+    import torch
+
+    return torch.from_numpy(images).permute(0, 3, 1, 2)
+
+
+def crop_rows(n_local: int = 8) -> list[dict]:
+    """Rendering each crop at its coordinates and size vs rendering the image then cropping (paper crops)."""
+    costs = next(iter(DataLoader(_CropCosts(16 if quick() else 64, 224, 96, n_local), batch_size=None,
+                                 num_workers=1)))
+    verdict = ("direct rendering is cheaper" if costs["direct"] < costs["render_then_crop"] else
+               "render-then-crop is cheaper")
+    return [row("crops/direct_render", costs["direct"], "ms per multi-crop set", "render 224 px, then "
+                f"RandomResizedCrop 2 x 224 + {n_local} x 96", costs["render_then_crop"], higher_is_better=False,
+                note=f"one program image (shaders); {verdict}; a mixed sample needs every ingredient "
+                f"rendered per crop (x6 for kml_mixup), so mixed processes keep render-then-crop")]

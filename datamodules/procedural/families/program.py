@@ -1,0 +1,34 @@
+"""A generated fragment program and the ranges of its uniform parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Program:
+    """A fragment program and the ranges of its uniforms.
+
+    ``kind`` is ``"grammar"`` (``source`` defines ``vec3 image(vec2 p)``, possibly after helper functions of
+    its own) or ``"shadertoy"`` (``source`` defines ``mainImage``). ``low``/``high``: float32 [K] ranges of
+    the K uniform parameters ``P(0..K-1)``. ``family``: the generator family that wrote it (see
+    :data:`datamodules.procedural.families.FAMILIES`), ``"shadertoy"`` for loaded files.
+    """
+
+    name: str
+    source: str
+    kind: str
+    low: np.ndarray = field(repr=False)
+    high: np.ndarray = field(repr=False)
+    family: str = "patterns"
+
+    @property
+    def num_params(self) -> int:
+        return len(self.low)
+
+    def sample_params(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n parameter vectors, float32 [n, K], uniform within the ranges."""
+        u = rng.random((n, self.num_params), dtype=np.float32)
+        return (self.low + u * (self.high - self.low)).astype(np.float32)

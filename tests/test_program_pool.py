@@ -1,0 +1,78 @@
+"""The program pool: many distinct programs per block and per run, scheduled as a pure function of the block."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from datamodules.procedural.blocks import BlockConfig, BlockMaker
+from datamodules.procedural.program_pool import block_programs, blocks_per_cycle, distinct_programs
+from datamodules.procedural.stream import blocks_per_epoch
+from datamodules.shaders import ShaderDataModule
+from procedural_perception.core.config import ConfigError
+
+PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profile"
+
+
+def test_a_block_schedules_distinct_programs_and_cycles_cover_the_pool():
+    pool, per_block = 1000, 64
+    cycle = blocks_per_cycle(pool, per_block)
+    blocks = [block_programs(7, pool, per_block, b) for b in range(cycle)]
+    assert all(len(set(b.tolist())) == per_block for b in blocks)
+    used = np.concatenate(blocks)
+    assert len(set(used.tolist())) == cycle * per_block, "blocks of one cycle must not share programs"
+    assert used.min() >= 0 and used.max() < pool
+    assert np.array_equal(block_programs(7, pool, per_block, 3), blocks[3]), "a pure function of the block"
+    assert not np.array_equal(block_programs(8, pool, per_block, 3), blocks[3]), "the seed reorders the pool"
+    # The next cycle is a fresh permutation: together two cycles reach (almost) the whole pool.
+    assert distinct_programs(7, pool, per_block, 2 * cycle) > cycle * per_block
+    assert distinct_programs(7, pool, per_block, 5) == 5 * per_block
+
+
+def test_distinct_count_matches_the_schedule():
+    pool, per_block, blocks = 300, 64, 11  # crosses two cycle boundaries (4 blocks per cycle)
+    seen = {int(i) for b in range(blocks) for i in block_programs(1, pool, per_block, b)}
+    assert distinct_programs(1, pool, per_block, blocks) == len(seen)
+
+
+def test_cpu_profile_run_sees_at_least_5000_programs():
+    """The cpu profile's run length through the real block schedule (one worker, one rank)."""
+    profile = yaml.safe_load((PROFILES / "cpu.yaml").read_text())
+    data, epochs = profile["data"], profile["trainer"]["max_epochs"]
+    config = BlockConfig(programs_per_block=data["programs_per_block"], program_pool=data["program_pool"])
+    blocks = epochs * blocks_per_epoch(data["samples_per_epoch"], config.block_size, data["num_workers"])
+    count = distinct_programs(0, config.program_pool, config.programs_per_block, blocks)
+    assert count >= 5000, f"a cpu-profile run sees only {count} distinct programs"
+    paper = yaml.safe_load((PROFILES / "paper.yaml").read_text())["data"]
+    assert paper.get("program_pool", BlockConfig.program_pool) >= 21_000
+
+
+def test_pool_smaller_than_a_block_is_a_clear_error():
+    with pytest.raises(ConfigError, match="program_pool"):
+        ShaderDataModule(programs_per_block=64, program_pool=10)
+    with pytest.raises(ValueError, match="program_pool"):
+        BlockConfig(programs_per_block=64, program_pool=-1)
+
+
+def test_data_module_counts_programs_of_consumed_blocks():
+    dm = ShaderDataModule(batch_size=32, num_workers=1, samples_per_epoch=1536, programs_per_block=128,
+                          program_pool=5120, rank=0, world_size=1)
+    assert dm.distinct_programs() == 0
+    dm.batches_consumed = 17  # 544 samples: into the second block
+    assert dm.distinct_programs() == 2 * 128
+    dm.epoch, dm.batches_consumed = 19, 48  # the end of a 20-epoch run
+    assert dm.distinct_programs() == 5120
+
+
+@pytest.mark.egl
+@pytest.mark.timeout(1800)  # 64 programs compile cold on a fresh machine (tens of ms each idle, far more when loaded)
+def test_a_default_block_draws_its_ingredients_from_at_least_64_programs():
+    config = BlockConfig(seed=5, image_size=16)  # the defaults, tiny images
+    assert config.programs_per_block >= 64
+    maker = BlockMaker(config)
+    block = maker(0)
+    assert block.shape == (config.block_size, 3, 16, 16)
+    assert maker.stats.distinct_programs >= 64
+    scheduled = {f"grammar-{i}" for i in block_programs(5, config.program_pool, config.programs_per_block, 0)}
+    assert len(scheduled & maker.stats.distinct) >= 60, "most programs come from the schedule (a few replaced)"
