@@ -28,7 +28,8 @@ export QUICK
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system photos debs train test test-fast lint tensorboard render eval export gpu-check memory experiment \
-        bench bench-render bench-train bench-memory bench-ddp bench-compositional bench-scan bench-faults clean
+        bench bench-render bench-train bench-memory bench-ddp bench-compositional bench-scan bench-faults \
+        bench-diversity bench-feature-norm clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -116,6 +117,12 @@ bench-scan: setup ## Folder scanning: header checks vs decoding every file (100k
 
 bench-faults: setup ## Fault matrix: hostile files/programs, damaged state, crashes; what survived (QUICK=1 < 60 s)
 	$(PY) -m benchmarks.faults $(ARGS)
+
+bench-diversity: setup ## Vendi score, spectrum slope, colour statistics per process beside real photos (QUICK=1: < 60 s)
+	$(PY) -m benchmarks.diversity
+
+bench-feature-norm: setup ## Centring / whitening with procedural statistics on Fashion-MNIST kNN: CKPT=path.ckpt
+	$(PY) -m benchmarks.feature_norm $(if $(filter %.ckpt,$(CKPT)),--checkpoint $(CKPT))
 
 bench: bench-render bench-train bench-memory bench-ddp bench-compositional ## Every benchmark, then one report
 	$(PY) -m benchmarks.report

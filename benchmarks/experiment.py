@@ -104,6 +104,9 @@ SUMMARY_COLUMNS = [
     ("non-private count", PRIVATE_COUNT_KEY, 1.0),
     ("PCA R² %", "pca_r2", 100.0),
     ("2AFC", "twoafc/score", 1.0),
+    # Anisotropy of the kNN memory (embedding_geometry.py): near 1 / near 1 means a degenerate vote.
+    ("memory mean cosine", "knn/anisotropy/mean_cosine", 1.0),
+    ("memory effective rank", "knn/anisotropy/effective_rank", 1.0),
 ]
 # Quick mode: a pipeline check, not a measurement.
 # The memory keeps 200 images, the largest k of the sweep; 64 px is the training crop size.

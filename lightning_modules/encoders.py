@@ -30,7 +30,10 @@ class Encoder(nn.Module):
     ``patch_features(images) -> [B, D, H/patch, W/patch]`` dense features.
     ``image_size``: the input side the encoder was trained at, which evaluations and memories use
     unless told otherwise (a DINO checkpoint's global crop size; the paper's 224 for reference rows).
+    ``checkpoint``: the DINO checkpoint the encoder comes from (or is the random twin of), else None.
     """
+
+    checkpoint: str | None = None
 
     def __init__(self, name: str, embed_dim: int, patch_size: int, mean: tuple, std: tuple,
                  image_size: int = PAPER_IMAGE_SIZE) -> None:
@@ -139,7 +142,9 @@ def load_dino_checkpoint(path: str | Path) -> ViTEncoder:
     from lightning_modules.dino import DINO
 
     module = DINO.load_from_checkpoint(str(path), map_location="cpu")
-    return ViTEncoder(module.teacher_backbone, Path(path).stem, image_size=int(module.hparams.global_crop_size))
+    encoder = ViTEncoder(module.teacher_backbone, Path(path).stem, image_size=int(module.hparams.global_crop_size))
+    encoder.checkpoint = str(path)  # where its training run (config.yaml: data, process) can be found
+    return encoder
 
 
 def random_twin(checkpoint: str | Path, seed: int = 0) -> ViTEncoder:
@@ -152,8 +157,10 @@ def random_twin(checkpoint: str | Path, seed: int = 0) -> ViTEncoder:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = DINO(**hparams).teacher_backbone
-    return ViTEncoder(backbone, f"random_init:{Path(checkpoint).stem}",
+    twin = ViTEncoder(backbone, f"random_init:{Path(checkpoint).stem}",
                       image_size=int(hparams.get("global_crop_size", PAPER_IMAGE_SIZE))).freeze()
+    twin.checkpoint = str(checkpoint)  # the twin of this run: same input size, same procedural process
+    return twin
 
 
 def build_encoder(spec: str) -> Encoder:

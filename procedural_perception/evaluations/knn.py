@@ -28,6 +28,8 @@ from torchvision.utils import make_grid
 from lightning_modules.encoders import Encoder
 from procedural_perception.datasets.labelled import LabelledImages
 from procedural_perception.evaluations.embedding import embed_dataset, labelled_subset
+from procedural_perception.evaluations.embedding_geometry import anisotropy_metrics
+from procedural_perception.evaluations.feature_norm import DEFAULT_SAMPLES, MODES, with_feature_norm
 from procedural_perception.evaluations.task import EvaluationTask, default_help
 from procedural_perception.visual_memory.index import FlatIndex
 from procedural_perception.visual_memory.privacy import AuditReport, exact_audit
@@ -177,9 +179,11 @@ def evaluate_knn(
     """Embed ``memory`` and ``query`` (``(image, label)`` data sets) with ``encoder`` and return flat
     metrics: ``knn/{rule}/k{k}/top1|top5`` (percent), ``knn/per_class/<class>`` (top-1 % at the
     audit rule and the headline k) and, unless ``audit_k`` is None,
-    ``privacy/{audit_rule}/k{audit_k}/non_private_count|non_private_fraction``."""
-    return _knn_metrics(*_knn_neighbours(encoder, memory, query, ks, audit_k, batch_size, num_workers, device, progress),
-                        memory, rules, temperature, audit_rule)[0]
+    ``privacy/{audit_rule}/k{audit_k}/non_private_count|non_private_fraction``, and the memory's
+    anisotropy ``knn/anisotropy/mean_cosine|effective_rank`` (``embedding_geometry``)."""
+    neighbours, ks, audit_k, geometry = _knn_neighbours(encoder, memory, query, ks, audit_k, batch_size, num_workers,
+                                                        device, progress)
+    return {**_knn_metrics(neighbours, ks, audit_k, memory, rules, temperature, audit_rule)[0], **geometry}
 
 
 def _knn_neighbours(encoder, memory, query, ks, audit_k, batch_size, num_workers, device, progress):
@@ -191,7 +195,7 @@ def _knn_neighbours(encoder, memory, query, ks, audit_k, batch_size, num_workers
     num_classes = max(len(getattr(memory, "classes", [])), int(memory_labels.max()) + 1, int(query_labels.max()) + 1)
     neighbours = search_neighbours(memory_features, memory_labels, query_features, query_labels,
                                    neighbours_needed(ks, audit_k, len(memory_labels)), num_classes)
-    return neighbours, ks, audit_k
+    return neighbours, ks, audit_k, anisotropy_metrics(memory_features)
 
 
 def _knn_metrics(neighbours: Neighbours, ks: Sequence[int], audit_k: int | None, memory: Dataset,
@@ -221,6 +225,9 @@ class KNNClassification(EvaluationTask):
         audit_k / audit_rule: the privacy audit's vote (the paper: k = 20, DINO vote); None: no audit.
         batch_size / num_workers: embedding data loader.
         grid_queries / grid_neighbours: the neighbour grid drawn after each evaluation (0 queries: none).
+        feature_norm: ``centre`` or ``whiten`` the embeddings with statistics of procedural images of
+            the encoder's own training process (``feature_norm.py``; no real image is used); None: raw.
+        feature_norm_samples: procedural images those statistics are estimated from.
     """
 
     name = "knn"
@@ -245,13 +252,18 @@ class KNNClassification(EvaluationTask):
         num_workers: int = 0,
         grid_queries: int = 8,
         grid_neighbours: int = 8,
+        feature_norm: str | None = None,
+        feature_norm_samples: int = DEFAULT_SAMPLES,
     ) -> None:
+        if feature_norm is not None and feature_norm not in MODES:
+            raise ValueError(f"feature_norm must be one of {', '.join(MODES)} or None, got {feature_norm!r}")
         self.memory, self.query, self.memory_size, self.query_size, self.seed = memory, query, memory_size, query_size, seed
         self.image_size, self.resize = image_size, resize
         self.ks, self.rules, self.temperature = tuple(ks), tuple(rules), temperature
         self.audit_k, self.audit_rule = audit_k, audit_rule
         self.batch_size, self.num_workers = batch_size, num_workers
         self.grid_queries, self.grid_neighbours = grid_queries, grid_neighbours
+        self.feature_norm, self.feature_norm_samples = feature_norm, feature_norm_samples
         self._data: dict[int, tuple[LabelledImages, LabelledImages]] = {}
         self._last: tuple[Neighbours, LabelledImages, LabelledImages] | None = None
         self._headline = (PAPER_K, audit_k)
@@ -264,11 +276,14 @@ class KNNClassification(EvaluationTask):
         return self._data[size]
 
     def evaluate(self, encoder: Encoder) -> dict[str, float]:
-        memory, query = self.datasets(self.size_for(encoder, self.image_size))
+        size = self.size_for(encoder, self.image_size)
+        memory, query = self.datasets(size)
         device = next(encoder.parameters(), torch.empty(0)).device
-        neighbours, ks, audit_k = _knn_neighbours(encoder, memory, query, self.ks, self.audit_k, self.batch_size,
-                                                  self.num_workers, device, self.progress)
+        encoder = with_feature_norm(encoder, self.feature_norm, size, self.feature_norm_samples).to(device)
+        neighbours, ks, audit_k, geometry = _knn_neighbours(encoder, memory, query, self.ks, self.audit_k,
+                                                            self.batch_size, self.num_workers, device, self.progress)
         metrics, k = _knn_metrics(neighbours, ks, audit_k, memory, self.rules, self.temperature, self.audit_rule)
+        metrics.update(geometry)
         unreadable = sum(len(d.read_failures()) for d in (memory, query) if hasattr(d, "read_failures"))
         if unreadable:  # files that passed the scan but failed to decode: embedded as black images, counted
             warnings.warn(f"kNN: {unreadable} image(s) of {self.memory} / {self.query} could not be decoded and were "
@@ -295,10 +310,13 @@ class KNNClassification(EvaluationTask):
         parser.add_argument("--k", type=_int_list, default=None, metavar="K[,K...]",
                             help=default_help(cls, "ks", "kNN neighbour counts; those above the memory size are dropped"))
         parser.add_argument("--audit-k", type=int, default=None, help=default_help(cls, "audit_k", "privacy audit k"))
+        parser.add_argument("--feature-norm", choices=MODES, default=None,
+                            help="centre or whiten the embeddings with statistics of procedural images of the "
+                            "encoder's training process (no real image used; default: none)")
 
     @classmethod
     def own_flags(cls) -> dict[str, str]:
-        return {"k": "ks", "audit_k": "audit_k"}
+        return {"k": "ks", "audit_k": "audit_k", "feature_norm": "feature_norm"}
 
 
 def _int_list(text: str) -> list[int]:
