@@ -1,7 +1,7 @@
 """A block of the stream: ``block_size`` samples that are a pure function of (config, block index).
 
-A block takes ``programs_per_block`` programs (by default 64, scheduled from a fixed pool of
-``program_pool`` programs by :mod:`.program_pool`), renders a pool of program images with several uniform
+A block takes ``programs_per_block`` programs (fresh seeds by default; the paper profile schedules 64
+from a fixed pool of ``program_pool`` = 21,000 programs by :mod:`.program_pool`), renders a pool of program images with several uniform
 draws per program, then builds its samples with the process, each sample drawing its ingredients from
 the pool. A program's first compile on a machine costs a cold compile + LLVM JIT on llvmpipe; Mesa's
 on-disk shader cache makes every later one a cache load, which is why the programs come from a fixed
@@ -53,12 +53,15 @@ class BlockConfig:
     seed: int = 0
     image_size: int = 224
     block_size: int = 512  # samples per block
-    # Distinct programs rendered per block. 64 (Baradad et al. 2022: accuracy keeps rising with the number
-    # of programs) costs ~no images/s against 4 once the pool's programs are in Mesa's disk cache.
-    programs_per_block: int = 64
-    # Programs a run draws from (pool entry i = grammar program of seed i); 0: a fresh, never-repeated
-    # program seed for every slot of every block (no disk-cache hits). 21,000 = shaders21k's count.
-    program_pool: int = 21_000
+    # Distinct programs rendered per block. The paper profile takes 64 from a pool of 21,000 (Baradad et al.
+    # 2022: accuracy keeps rising with the number of programs). On llvmpipe a program's first compile on a
+    # machine (GLSL + LLVM JIT at its first draw) cost ~550 ms here, so the CPU default stays at 4 fresh
+    # programs per block: 5,000 programs in a 6-minute cpu run would add ~45 minutes of compiling to a
+    # machine's first run (Mesa's disk cache makes later runs cheap).
+    programs_per_block: int = 4
+    # Programs a run draws from (pool entry i = grammar program of seed i, walked in seeded cycles so a
+    # machine's disk cache serves every later run); 0: a fresh, never-repeated program seed for every slot.
+    program_pool: int = 0
     reuse: float = 6.0  # ingredient uses per rendered program image (capped at 1 for `shaders`)
     shader_dir: str | None = None  # folder of Shadertoy programs instead of the grammar
     # Program families and weights as sorted (name, weight) pairs (families.family_weights); None: patterns.
