@@ -12,11 +12,18 @@ spent compiling and rendering its share of the block's programs and mixing (mask
 beside the milliseconds to decode and convert one JPEG. When mixing alone costs about as much as a
 decode, no rendering speed-up can lift the ratio above 1.0x on a CPU.
 
+Program families (datamodules/procedural/families): images/s of each family's programs at 224 and
+64 px in one process (warm programs, 16 tiles per readback, families interleaved seed by seed so machine
+load hits them alike), each against ``patterns`` measured in the same loop, plus the milliseconds of a
+program's first render (compile + JIT).
+
 The full run (without QUICK) also compiles and renders the programs of seeds 0..999 and reports how
-many compile and give non-degenerate images. Timings are noisy on a shared machine.
+many compile and give non-degenerate images, for ``patterns`` (row ``programs/...``) and for every
+family (``families/<name>/valid_seeds_0_999``: compiles and < 50% of 4 renders degenerate). Timings are
+noisy on a shared machine.
 
 Program rows (:mod:`benchmarks.render_programs`): cold compile vs a load from Mesa's disk cache per
-program; kml_mixup images/s with 64 programs per block (the default) vs today's 4, first run and cached;
+program; kml_mixup images/s with 64 programs per block (the paper profile) vs the default 4, first run and cached;
 the anchor's real input cost (512 px JPEG decode + RandomResizedCrop(224)); rendering crops directly vs
 render-then-crop; and the fraction of cpu-profile training steps spent waiting for data. The whole
 benchmark runs with a fresh ``MESA_SHADER_CACHE_DIR``; the programs-per-block rows run first and leave
@@ -116,6 +123,76 @@ class _ProgramCheck(torch.utils.data.IterableDataset):
             ms = 1000 * (time.perf_counter() - start)
             ok = images is not None and int(degenerate(images).sum()) <= 2
             yield {"seed": seed, "valid": bool(ok), "compile_ms": ms}
+
+
+class _FamilyCosts(torch.utils.data.IterableDataset):
+    """Per family at one size: seconds rendering warm programs, images, and first-render milliseconds."""
+
+    def __init__(self, size: int, programs: int, draws: int):
+        self.size, self.programs, self.draws = size, programs, draws
+
+    def __iter__(self):
+        from datamodules.procedural.families import FAMILIES
+        from datamodules.procedural.renderer import Renderer
+
+        renderer = Renderer(self.size, tiles=16)
+        rng = np.random.default_rng(0)
+        seconds, first = dict.fromkeys(FAMILIES, 0.0), dict.fromkeys(FAMILIES, 0.0)
+        for seed in range(self.programs):
+            for family, generate in FAMILIES.items():
+                program = generate(seed)
+                start = time.perf_counter()
+                renderer.render(program, program.sample_params(rng, 1))
+                first[family] += time.perf_counter() - start
+                start = time.perf_counter()
+                renderer.render(program, program.sample_params(rng, self.draws))
+                seconds[family] += time.perf_counter() - start
+        for family in FAMILIES:
+            yield {"family": family, "images_per_s": self.programs * self.draws / seconds[family],
+                   "first_ms": 1000 * first[family] / self.programs}
+
+
+class _FamilyValidity(torch.utils.data.IterableDataset):
+    """Per family: how many of ``seeds`` compile and render < 50% degenerate images (4 draws at 64 px)."""
+
+    def __init__(self, seeds: range):
+        self.seeds = seeds
+
+    def __iter__(self):
+        from datamodules.procedural.families import FAMILIES
+        from datamodules.procedural.renderer import Renderer, degenerate
+
+        renderer = Renderer(64, tiles=4)
+        rng = np.random.default_rng(0)
+        for family, generate in FAMILIES.items():
+            valid = 0
+            for seed in self.seeds:
+                program = generate(seed)
+                images = renderer.render(program, program.sample_params(rng, 4))
+                valid += images is not None and degenerate(images).mean() < 0.5
+            yield {"family": family, "valid": valid}
+
+
+def family_costs() -> list[dict]:
+    """Rows: images/s per family at 224 and 64 px (baseline: patterns in the same loop), first-render ms."""
+    rows = []
+    for size in (224, 64):
+        programs, draws = (3, 32) if quick() else (12, 32)
+        loader = DataLoader(_FamilyCosts(size, programs, draws), batch_size=None, num_workers=1)
+        results = {r["family"]: r for r in loader}
+        base = results["patterns"]
+        for family, r in results.items():
+            rows.append(row(f"families/{family}/{size}px", r["images_per_s"], "images/s",
+                            f"patterns programs at {size}px, same loop", base["images_per_s"],
+                            image_size=size, programs=programs, renders=programs * draws))
+            rows.append(row(f"families/{family}/{size}px_first_render", r["first_ms"], "ms",
+                            f"patterns programs at {size}px, same loop", base["first_ms"], higher_is_better=False))
+    return rows
+
+
+def family_validity(seeds: range) -> list[dict]:
+    loader = DataLoader(_FamilyValidity(seeds), batch_size=None, num_workers=1)
+    return [row(f"families/{r['family']}/valid_seeds_0_999", r["valid"], f"of {len(seeds)}") for r in loader]
 
 
 class _PhaseCosts(torch.utils.data.IterableDataset):
@@ -226,8 +303,10 @@ def main() -> None:
             os.environ.pop("MESA_SHADER_CACHE_DIR")
         else:
             os.environ["MESA_SHADER_CACHE_DIR"] = previous
+    rows += family_costs()
     if not quick():
         rows += program_validity(range(1000))
+        rows += family_validity(range(1000))
     write_rows("render", rows)
 
 

@@ -87,14 +87,15 @@ def _object(b: Builder, index: int) -> list[str]:
         cells = b.choice(["vec2(2.0, 0.0)", "vec2(1.0, 1.0)", "vec2(3.0, 1.0)"])
         lines.append(f"    {{ float sp = {size} * {b.param(2.4, 3.5)}; o.xz -= sp * clamp(round(o.xz / sp), -{cells}, {cells}); }}")
     kind = b.choice(["sphere", "box", "torus", "capsule", "cylinder", "octahedron"])
-    d = {
-        "sphere": f"sd3_sphere(o, {size})",
-        "box": f"sd3_box(o, {size} * {b.vec3(0.5, 1.1)}, {size} * {b.param(0.0, 0.3)})",
-        "torus": f"sd3_torus(o.xzy, {size} * 0.75, {size} * {b.param(0.15, 0.35)})",
-        "capsule": f"sd3_capsule(o, {size} * {b.param(0.3, 0.9)}, {size} * 0.45)",
-        "cylinder": f"sd3_cylinder(o, {size} * {b.param(0.5, 1.0)}, {size} * {b.param(0.3, 0.8)})",
-        "octahedron": f"sd3_octahedron(o, {size} * 1.3)",
-    }[kind]
+    shapes = {  # lambdas: only the chosen shape draws its uniforms
+        "sphere": lambda: f"sd3_sphere(o, {size})",
+        "box": lambda: f"sd3_box(o, {size} * {b.vec3(0.5, 1.1)}, {size} * {b.param(0.0, 0.3)})",
+        "torus": lambda: f"sd3_torus(o.xzy, {size} * 0.75, {size} * {b.param(0.15, 0.35)})",
+        "capsule": lambda: f"sd3_capsule(o, {size} * {b.param(0.3, 0.9)}, {size} * 0.45)",
+        "cylinder": lambda: f"sd3_cylinder(o, {size} * {b.param(0.5, 1.0)}, {size} * {b.param(0.3, 0.8)})",
+        "octahedron": lambda: f"sd3_octahedron(o, {size} * 1.3)",
+    }
+    d = shapes[kind]()
     lines.append(f"    s = op_union(s, vec2({d}, {float(index + 1)}), k);")
     return lines
 
