@@ -114,8 +114,9 @@ class BlockMaker:
     def __init__(self, config: BlockConfig, tiles: int = 16):
         self.config = config
         self.process = get_process(config.process)
-        # Keep at least two blocks' programs compiled (redraws of degenerate renders reuse them).
-        self.renderer = Renderer(config.image_size, tiles=tiles, cache_size=max(32, 2 * config.programs_per_block))
+        # The LRU of compiled programs stays small: a slot redraws with its program right away, and blocks of
+        # one pool cycle share no programs (a program's next use loads from Mesa's disk cache).
+        self.renderer = Renderer(config.image_size, tiles=tiles)
         self.stats = BlockStats(_ingredients=self.process.ingredients)
         self._workspace: dict = {}  # buffers reused by the process across chunks and blocks
         self._folder: list[Program] | None = None
