@@ -77,3 +77,21 @@ def test_a_paper_block_draws_its_ingredients_from_at_least_64_programs():
     assert maker.stats.distinct_programs >= 64
     scheduled = {f"grammar-{i}" for i in block_programs(5, config.program_pool, config.programs_per_block, 0)}
     assert len(scheduled & maker.stats.distinct) >= 60, "most programs come from the schedule (a few replaced)"
+
+
+def test_data_stats_logs_distinct_programs_on_logging_steps():
+    from types import SimpleNamespace
+
+    from procedural_perception.training.data_stats import DataStats
+
+    logged = []
+    module = SimpleNamespace(log=lambda name, value, **kw: logged.append((name, value)))
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(distinct_programs=lambda: 256), global_step=10,
+                              log_every_n_steps=5)
+    DataStats().on_train_batch_end(trainer, module, None, None, 0)
+    trainer.global_step = 11
+    DataStats().on_train_batch_end(trainer, module, None, None, 0)
+    trainer.datamodule = SimpleNamespace()  # a data module without the count: nothing logged
+    trainer.global_step = 15
+    DataStats().on_train_batch_end(trainer, module, None, None, 0)
+    assert logged == [("data/distinct_programs", 256.0)]

@@ -125,8 +125,9 @@ class BlockMaker:
         # with a per-draw time limit (sandbox.py); an abandoned program comes back as None, like a compile failure.
         if config.shader_dir is not None:
             self.renderer = SandboxedRenderer(config.image_size, tiles=tiles, draw_timeout_s=config.draw_timeout_s)
-        else:  # keep at least two blocks' programs compiled (redraws of degenerate renders reuse them)
-            self.renderer = Renderer(config.image_size, tiles=tiles, cache_size=max(32, 2 * config.programs_per_block))
+        else:  # a small LRU of compiled programs: a slot redraws with its program right away, and blocks of
+            # one pool cycle share no programs (a program's next use loads from Mesa's disk cache)
+            self.renderer = Renderer(config.image_size, tiles=tiles)
         self.stats = BlockStats(_ingredients=self.process.ingredients)
         self._workspace: dict = {}  # buffers reused by the process across chunks and blocks
         self._folder: list[Program] | None = None
