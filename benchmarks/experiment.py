@@ -182,7 +182,8 @@ def train_command(args: argparse.Namespace, process: str, seed: int) -> list[str
     if process in DATA_ROWS or process in ABLATIONS:
         data = list({**DATA_ROWS, **ABLATIONS}[process])
     else:
-        data = [f"data={process}", *(PINNED_GENERATOR if PROCESS_REGISTRY[process].generate is None else ())]
+        generated = process in PROCESS_REGISTRY and PROCESS_REGISTRY[process].generate is not None  # no GL
+        data = [f"data={process}", *(() if generated else PINNED_GENERATOR)]
     overrides = [*data, "profile=cpu", "callbacks=none", f"seed={seed}",
                  f"trainer.max_steps={args.budget_steps}",
                  "trainer.max_epochs=-1",  # the budget is the step count, not the profile's epochs
