@@ -1,7 +1,7 @@
 """How diverse and how natural procedural images are, beside real photographs: ``make bench-diversity``.
 
 For every process of the registry (``datamodules.procedural.processes.PROCESSES``; new processes join
-by themselves) and for two real sources, on ``N`` images at 64 px:
+by themselves), every program family (``datamodules.procedural.families.FAMILIES``) and two real sources, on ``N`` images at 64 px:
 
 - ``vendi``: Vendi score of the images' embeddings under a FIXED reference encoder
   (EfficientNet-Lite0, ImageNet-trained; cosine kernel): the effective number of distinct images;
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from datamodules.procedural.blocks import BlockMaker
+from datamodules.procedural.families import FAMILIES
 from datamodules.procedural.processes import PROCESSES
 from datamodules.shaders import ShaderDataModule
 from lightning_modules.encoders import build_encoder
@@ -56,11 +57,12 @@ BASELINE = "photos"
 SEED = 0
 
 
-def procedural_source(process: str, n: int, size: int = IMAGE_SIZE, blocks: int = BLOCKS) -> torch.Tensor:
-    """``n`` uint8 samples ``[n, 3, size, size]`` of ``process``: blocks 0.. of the training data module's
-    stream configuration (block size ``ceil(n / blocks)``)."""
+def procedural_source(process: str, n: int, size: int = IMAGE_SIZE, blocks: int = BLOCKS,
+                      families: dict[str, float] | None = None) -> torch.Tensor:
+    """``n`` uint8 samples ``[n, 3, size, size]`` of ``process`` (programs of ``families``; None: the
+    default): blocks 0.. of the training data module's stream configuration (block size ``ceil(n / blocks)``)."""
     block_size = -(-n // blocks)
-    config = ShaderDataModule(process, seed=SEED, image_size=size, block_size=block_size).config
+    config = ShaderDataModule(process, seed=SEED, image_size=size, block_size=block_size, families=families).config
     maker = BlockMaker(config)
     return torch.cat([maker(b) for b in range(blocks)])[:n]
 
@@ -125,11 +127,14 @@ UNITS = {"vendi": "effective images", "cosine_distance": "1 - cosine", "spectrum
 
 
 def sources(n: int) -> dict[str, Callable[[], torch.Tensor]]:
-    """Every source, the baseline first: photos, Fashion-MNIST, then each registered process."""
+    """Every source, the baseline first: photos, Fashion-MNIST, each registered process, then each program
+    family's images as they are (``family/<name>``: the ``shaders`` process drawing from that family only)."""
     out: dict[str, Callable[[], torch.Tensor]] = {BASELINE: lambda: photo_crops(n),
                                                   "fashion_mnist": lambda: fashion_mnist(n)}
     for process in PROCESSES:
         out[process] = lambda process=process: procedural_source(process, n)
+    for family in FAMILIES:
+        out[f"family/{family}"] = lambda family=family: procedural_source("shaders", n, families={family: 1.0})
     return out
 
 

@@ -3,13 +3,15 @@
 import torch
 
 from benchmarks import diversity
+from datamodules.procedural.families import FAMILIES
 from datamodules.procedural.processes import PROCESSES
 
 
 def test_every_registered_process_is_a_source_after_the_real_ones():
     names = list(diversity.sources(8))
     assert names[:2] == [diversity.BASELINE, "fashion_mnist"]
-    assert names[2:] == list(PROCESSES)  # a process added to the registry joins by itself
+    assert names[2:2 + len(PROCESSES)] == list(PROCESSES)  # a process added to the registry joins by itself
+    assert names[2 + len(PROCESSES):] == [f"family/{family}" for family in FAMILIES]
 
 
 def test_procedural_sources_span_several_blocks_of_the_training_stream():
