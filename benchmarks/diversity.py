@@ -9,9 +9,9 @@ by themselves), every program family (``datamodules.procedural.families.FAMILIES
 - ``spectrum_slope``: slope of the radially averaged power spectrum (log-log; natural images ~ -2);
 - ``saturation``, ``std_r|g|b``, ``colourfulness``: colour statistics (Hasler & Süsstrunk 2003).
 
-Real sources: ``photos`` - seeded random square crops (side 25-100% of the shorter side) of the
-photographs installed by Debian's wallpaper packages under /usr/share/backgrounds (``mate/nature/*.jpg``
-and ``*.jpg``), the out-of-domain real row; ``fashion_mnist`` - a seeded subset of Fashion-MNIST train
+Real sources: ``photos`` - seeded random square crops (side 25-100% of the shorter side) of the 28
+photographs of :mod:`procedural_perception.datasets.wallpapers` (the experiment's out-of-domain training
+set; the digital art among the installed wallpapers is left out); ``fashion_mnist`` - a seeded subset of Fashion-MNIST train
 (the in-domain row; grey images). Each row's baseline is the same statistic of ``photos`` measured in
 the same run (``ratio`` = value / baseline: 1.0 is "like the photographs").
 
@@ -24,7 +24,6 @@ The rows also go to ``benchmarks/results/diversity.md`` as one table (docs/diver
 
 from __future__ import annotations
 
-import glob
 import math
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from datamodules.shaders import ShaderDataModule
 from lightning_modules.encoders import build_encoder
 from procedural_perception.core.atomic import atomic_write_text
 from procedural_perception.core.benchmark_rows import RESULTS_DIR, quick, row, write_rows
+from procedural_perception.datasets import wallpapers
 from procedural_perception.datasets.image_files import image_to_tensor, to_rgb
 from procedural_perception.evaluations.embedding import labelled_subset
 from procedural_perception.evaluations.embedding_geometry import mean_pairwise_cosine, vendi_score
@@ -50,7 +50,6 @@ IMAGE_SIZE = 64
 # Stream blocks a procedural source's samples are drawn from (8 blocks x 4 programs = 32 programs).
 BLOCKS = 8
 REFERENCE_ENCODER = "efficientnet_lite0"
-PHOTO_GLOBS = ("/usr/share/backgrounds/mate/nature/*.jpg", "/usr/share/backgrounds/*.jpg")
 # Photos are shrunk to this shorter side before cropping: the smallest crop (25%) still has 128 px.
 PHOTO_SIDE = 512
 BASELINE = "photos"
@@ -68,7 +67,8 @@ def procedural_source(process: str, n: int, size: int = IMAGE_SIZE, blocks: int 
 
 
 def photo_paths() -> list[str]:
-    return sorted({p for pattern in PHOTO_GLOBS for p in glob.glob(pattern)})
+    """The wallpaper photographs (a clear error naming the packages when none is installed)."""
+    return [str(p) for p in wallpapers.photograph_files()]
 
 
 def _shrunk_photo(path: str) -> torch.Tensor:
@@ -86,9 +86,6 @@ def _shrunk_photo(path: str) -> torch.Tensor:
 def photo_crops(n: int, size: int = IMAGE_SIZE, seed: int = SEED) -> torch.Tensor:
     """``n`` float crops ``[n, 3, size, size]`` of the installed photographs (seeded: photo, side, place)."""
     paths = photo_paths()
-    if not paths:
-        raise FileNotFoundError(f"no photographs match {', '.join(PHOTO_GLOBS)}; install them with "
-                                "apt-get install mate-backgrounds (and another wallpaper package for *.jpg)")
     photos = [_shrunk_photo(path) for path in paths]
     rng = np.random.default_rng(seed)
     crops = []
