@@ -207,9 +207,10 @@ class _PhaseCosts(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         from datamodules.procedural.blocks import BlockConfig, BlockMaker
-        from datamodules.shaders import DEFAULT_REUSE
+        from datamodules.procedural.processes import get_process
 
-        config = BlockConfig(self.process, seed=0, image_size=IMAGE_SIZE, reuse=DEFAULT_REUSE[self.process])
+        reuse = get_process(self.process).default_reuse
+        config = BlockConfig(self.process, seed=0, image_size=IMAGE_SIZE, reuse=reuse)
         maker = BlockMaker(config)
         maker(0)  # warm-up: the GL context, the workspace buffers
         seconds = np.zeros(3)  # first pool, second pool, whole block

@@ -27,12 +27,6 @@ from .procedural.programs import family_weights
 from .procedural.sandbox import DRAW_TIMEOUT_S
 from .procedural.stream import ProceduralStream, blocks_per_epoch
 
-# Ingredient reuse per rendered program image when the config does not say (see blocks.py). Mixed
-# processes reuse each render in ~24 samples: on a CPU (llvmpipe) a 224 px program image costs several
-# times more than decoding a JPEG, and 24 uses of a fresh image is still far fewer than the anchor's
-# (each of its 1.3M stored images was used ~6 times per epoch for 100 epochs). On a GPU, lower it.
-DEFAULT_REUSE = {"shaders": 1.0, "mixup": 24.0, "kml": 24.0, "kml_mixup": 24.0}  # others (no pool): 1
-
 
 class ShaderDataModule(L.LightningDataModule):
     """Procedural training images: ``process`` in shaders | mixup | kml | kml_mixup, or the GL-free baselines
@@ -42,7 +36,7 @@ class ShaderDataModule(L.LightningDataModule):
     ``transform(image)`` (the DINO multi-crop list when training). ``samples_per_epoch`` counts all ranks.
     Engine options: ``block_size`` (samples per block), ``programs_per_block``, ``program_pool`` (the
     fixed set of programs blocks draw from, :mod:`.procedural.program_pool`), ``reuse`` (ingredient
-    uses per rendered image; None: DEFAULT_REUSE), ``shuffle_blocks`` (blocks per shuffle window),
+    uses per rendered image; None: the process's ``default_reuse``), ``shuffle_blocks`` (blocks per shuffle window),
     ``tiles`` (images per framebuffer readback), ``draw_timeout_s`` (with ``shader_dir``: a user program
     whose draw takes longer is abandoned and replaced, see ``procedural/sandbox.py``), ``rank`` /
     ``world_size`` (override the process group's, for tests and tools). ``families``: program families and
@@ -71,7 +65,7 @@ class ShaderDataModule(L.LightningDataModule):
         families: Mapping[str, float] | None = None,
     ):
         super().__init__()
-        get_process(process)  # fail early on a typo
+        default_reuse = get_process(process).default_reuse  # and fail early on a typo
         check_minimums("data", batch_size=(batch_size, 1), num_workers=(num_workers, 0), image_size=(image_size, 8),
                        samples_per_epoch=(samples_per_epoch, 1), block_size=(block_size, 1),
                        programs_per_block=(programs_per_block, 1), program_pool=(program_pool, 0), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1),
@@ -84,7 +78,7 @@ class ShaderDataModule(L.LightningDataModule):
             )
         self.config = BlockConfig(
             process=process, seed=seed, image_size=image_size, block_size=block_size,
-            programs_per_block=programs_per_block, program_pool=program_pool, reuse=DEFAULT_REUSE.get(process, 1.0) if reuse is None else reuse,
+            programs_per_block=programs_per_block, program_pool=program_pool, reuse=default_reuse if reuse is None else reuse,
             shader_dir=shader_dir, draw_timeout_s=draw_timeout_s, families=None if families is None else family_weights(dict(families)),
         )
         self.batch_size = batch_size

@@ -36,12 +36,17 @@ COMPOSITE_PART = 8
 @dataclass(frozen=True)
 class Process:
     """A process. Shader processes ``combine`` a block's pool of program images; a process with ``generate``
-    makes its samples itself, ``generate(config, block) -> uint8 [block_size, 3, H, W]`` (no GL, no pool)."""
+    makes its samples itself, ``generate(config, block) -> uint8 [block_size, 3, H, W]`` (no GL, no pool).
+
+    ``default_reuse``: ingredient uses per rendered program image when the data config does not set
+    ``reuse`` (see blocks.py); 1 for a process without a pool, where it is unused.
+    """
 
     name: str
     ingredients: int
     combine: Callable[[torch.Tensor, torch.Tensor, torch.Generator, dict], torch.Tensor] | None = None
     generate: Callable[[object, int], torch.Tensor] | None = None
+    default_reuse: float = 1.0
 
 
 def pool_masks(pool: torch.Tensor, cache: dict) -> torch.Tensor:
@@ -112,11 +117,18 @@ def _kml_mixup(pool, indices, generator, cache):
     return _in_parts(pool, indices, cache, _kml_mixup_levels)
 
 
+# Mixed processes reuse each render in ~24 samples (MIXED_REUSE): on a CPU (llvmpipe) a 224 px program image
+# costs several times more than decoding a JPEG, and 24 uses of a fresh image is still far fewer than the
+# anchor's (each of its 1.3M stored images was used ~6 times per epoch for 100 epochs). On a GPU, lower it.
+# ``shaders`` shows each render once (reuse 1): reusing it would repeat the very same image.
+MIXED_REUSE = 24.0
+
+# The registry: adding a process is one module plus one entry here (and a one-line configs/data/<name>.yaml).
 PROCESSES: dict[str, Process] = {
     "shaders": Process("shaders", 1, _shaders),
-    "mixup": Process("mixup", MIXUP_IMAGES, _mixup),
-    "kml": Process("kml", 3, _kml),
-    "kml_mixup": Process("kml_mixup", 6, _kml_mixup),
+    "mixup": Process("mixup", MIXUP_IMAGES, _mixup, default_reuse=MIXED_REUSE),
+    "kml": Process("kml", 3, _kml, default_reuse=MIXED_REUSE),
+    "kml_mixup": Process("kml_mixup", 6, _kml_mixup, default_reuse=MIXED_REUSE),
     # Baselines of Baradad et al. 2021, made without GL (each sample a pure function of (seed, index)).
     "stylegan": Process("stylegan", 1, generate=stylegan.generate_block),
     "dead_leaves": Process("dead_leaves", 1, generate=dead_leaves.generate_block),

@@ -17,6 +17,10 @@ rule            weight of the neighbour at rank ``r``     notes
                                                          with k to a plateau instead of peaking
 ==============  ======================================  =============================================
 
+The rules live in the registry :data:`VOTING_RULES` (name -> :class:`VotingRule`: a weight function and
+whether its weights depend on k); :data:`RULES` is a live view of its names. Adding a rule is one weight
+function plus one :func:`register_rule` call.
+
 Ties between classes go to the class that reached the maximum first in the walk. Weights are
 positive, so a class's score reaches its final value at its *last* neighbour within the top k; the
 winner among tied classes is the one whose last neighbour ranks highest. Classes without a
@@ -29,12 +33,11 @@ gets bit-identical scores, hence identical tie decisions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-RULES = ("plurality", "distance", "softmax", "dino", "rank")
 # DINO's eval_knn temperature; Geirhos et al. use the same value for the softmax rule.
 DEFAULT_TEMPERATURE = 0.07
 # The paper's privacy setting (section 6): k = 20 neighbours, the DINO vote at DEFAULT_TEMPERATURE. It is
@@ -45,11 +48,108 @@ PAPER_RULE = "dino"
 # Exponent of the distance rule; 1 is the notebook's default.
 DEFAULT_POWER = 1.0
 
+# A weight function maps ``similarities [N, k]`` (float64, rank order), ``temperature`` and ``power`` to
+# the ``[N, k]`` float64 vote weights of those k neighbours; weights must be positive (see module doc).
+WeightFunction = Callable[[torch.Tensor, float, float], torch.Tensor]
 
-def check_rule(rule: str) -> str:
-    if rule not in RULES:
-        raise ValueError(f"Unknown voting rule {rule!r}; choose one of {', '.join(RULES)}.")
+
+@dataclass(frozen=True)
+class VotingRule:
+    """One voting rule: its weight function and whether the weights depend on the list's length k.
+
+    ``depends_on_k``: True when a neighbour's weight changes with the number of neighbours voting
+    (softmax's min-max normalisation over the top k). Such a rule walks the first k ranks once per k;
+    the others accumulate one running sum and read it off at each k. Both give the same numbers, the
+    flag only tells :func:`rank_classes` which shortcut is exact.
+    """
+
+    weights: WeightFunction
+    depends_on_k: bool = False
+
+
+def _plurality(sims: torch.Tensor, temperature: float, power: float) -> torch.Tensor:
+    return torch.ones_like(sims)
+
+
+def _distance(sims: torch.Tensor, temperature: float, power: float) -> torch.Tensor:
+    return torch.exp(-(1.0 - sims)) ** power
+
+
+def _softmax(sims: torch.Tensor, temperature: float, power: float) -> torch.Tensor:
+    dist = 1.0 - sims
+    low = dist.min(dim=1, keepdim=True).values
+    span = dist.max(dim=1, keepdim=True).values - low
+    # All k distances equal (always so for k = 1): every neighbour is "nearest", d_hat = 0.
+    d_hat = torch.where(span > 0, (dist - low) / span.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+    return torch.exp((1.0 - d_hat) / temperature)
+
+
+def _dino(sims: torch.Tensor, temperature: float, power: float) -> torch.Tensor:
+    return torch.exp(sims / temperature)
+
+
+def _rank(sims: torch.Tensor, temperature: float, power: float) -> torch.Tensor:
+    ranks = torch.arange(sims.shape[1], dtype=torch.float64, device=sims.device)
+    return (1.0 / (ranks + 2.0)).expand_as(sims).clone()
+
+
+# The registry: adding a rule is one weight function plus one ``register_rule`` call (or one entry here).
+# Every caller (classification, evaluation, the privacy audit, attribution, the CLI) looks rules up here.
+VOTING_RULES: dict[str, VotingRule] = {
+    "plurality": VotingRule(_plurality),
+    "distance": VotingRule(_distance),
+    "softmax": VotingRule(_softmax, depends_on_k=True),
+    "dino": VotingRule(_dino),
+    "rank": VotingRule(_rank),
+}
+
+
+def register_rule(name: str, weights: WeightFunction, depends_on_k: bool = False) -> VotingRule:
+    """Add a voting rule under ``name``; it then joins :data:`RULES` and every caller that takes a rule."""
+    if name in VOTING_RULES:
+        raise ValueError(f"Voting rule {name!r} is already registered; pick another name.")
+    rule = VotingRule(weights, depends_on_k)
+    VOTING_RULES[name] = rule
     return rule
+
+
+class RuleNames(Sequence[str]):
+    """Live, read-only view of the registry's names in registration order (behaves like a tuple).
+
+    A view rather than a tuple snapshot, so a rule registered after import still appears in
+    ``RULES`` wherever it was imported (CLI choices, evaluation defaults, benchmarks).
+    """
+
+    def __getitem__(self, index):
+        return tuple(VOTING_RULES)[index]
+
+    def __len__(self) -> int:
+        return len(VOTING_RULES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in VOTING_RULES
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, (tuple, RuleNames)) else other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+RULES = RuleNames()
+
+
+def check_rule(rule: str) -> VotingRule:
+    """The registered :class:`VotingRule` named ``rule``; a clear error for an unknown name."""
+    if rule not in VOTING_RULES:
+        raise ValueError(
+            f"Unknown voting rule {rule!r}; choose one of {', '.join(RULES)} "
+            "(or add one with procedural_perception.visual_memory.voting.register_rule)."
+        )
+    return VOTING_RULES[rule]
 
 
 def neighbour_weights(
@@ -61,26 +161,10 @@ def neighbour_weights(
     """Vote weight of every neighbour of a list of exactly ``k`` neighbours.
 
     ``similarities``: ``[N, k]`` cosine similarities in rank order. Returns ``[N, k]`` float64.
-    For ``softmax`` the min-max normalisation runs over these ``k`` columns, so pass exactly the
-    top-k (not a longer list) to get the weights of a k-neighbour vote.
+    For a rule that depends on k (``softmax``: min-max normalisation over these ``k`` columns), pass
+    exactly the top-k (not a longer list) to get the weights of a k-neighbour vote.
     """
-    check_rule(rule)
-    sims = similarities.to(torch.float64)
-    if rule == "plurality":
-        return torch.ones_like(sims)
-    if rule == "distance":
-        return torch.exp(-(1.0 - sims)) ** power
-    if rule == "softmax":
-        dist = 1.0 - sims
-        low = dist.min(dim=1, keepdim=True).values
-        span = dist.max(dim=1, keepdim=True).values - low
-        # All k distances equal (always so for k = 1): every neighbour is "nearest", d_hat = 0.
-        d_hat = torch.where(span > 0, (dist - low) / span.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
-        return torch.exp((1.0 - d_hat) / temperature)
-    if rule == "dino":
-        return torch.exp(sims / temperature)
-    ranks = torch.arange(sims.shape[1], dtype=torch.float64, device=sims.device)
-    return (1.0 / (ranks + 2.0)).expand_as(sims).clone()
+    return check_rule(rule).weights(similarities.to(torch.float64), temperature, power)
 
 
 @dataclass
@@ -123,10 +207,11 @@ def rank_classes(
     ``similarities``, ``labels``: ``[N, K]`` in rank order with ``K >= max(ks)``;
     ``sample_weights``: optional ``[N, K]`` factor per neighbour (soft pruning). Rules whose weight
     does not depend on k accumulate one running sum and read it off at each k (cumulative votes);
-    ``softmax`` renormalises its distances per k, so it walks the first k ranks once per k.
+    a rule that depends on k (``softmax`` renormalises its distances per k) walks the first k ranks
+    once per k.
     Returns one :class:`ClassRanking` per entry of ``ks``.
     """
-    check_rule(rule)
+    voting_rule = check_rule(rule)
     n, width = labels.shape
     ks = [int(k) for k in ks]
     if not ks or min(ks) < 1 or max(ks) > width:
@@ -149,7 +234,7 @@ def rank_classes(
                 out[r + 1] = ClassRanking(scores.clone(), torch.where(last < 0, r + 1 + classes, last))
         return out
 
-    if rule == "softmax":
+    if voting_rule.depends_on_k:
         return [walk(neighbour_weights(similarities[:, :k], rule, temperature, power), [k])[k] for k in ks]
     weights = neighbour_weights(similarities[:, : max(ks)], rule, temperature, power)
     rankings = walk(weights, sorted(set(ks)))
