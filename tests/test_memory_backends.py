@@ -41,7 +41,7 @@ def backend(name, tmp_path, **extra):
     return make_backend(name, DIM, **{**options, **extra})
 
 
-@pytest.mark.parametrize("name", ["flat", "ivf", "milvus"])
+@pytest.mark.parametrize("name", ["flat", "ivf", "milvus", "scann"])
 def test_backend_behaviour(name, tmp_path):
     x, ids = unit(120, seed=1, duplicates=10), np.arange(120, dtype=np.int64) * 3
     b = backend(name, tmp_path)
@@ -67,6 +67,11 @@ def test_backend_behaviour(name, tmp_path):
         np.testing.assert_allclose(result.scores[rows], ref_s[rows], atol=1e-6)
         if b.claims_exact:
             assert rows.all()
+        if name == "scann":  # never certified, but the neighbours it returns are rescored exactly
+            assert not rows.any() and np.isinf(result.bound).all()
+            sims = queries.astype(np.float64) @ x.astype(np.float64).T
+            got = np.take_along_axis(sims, np.searchsorted(ids, result.ids), 1)
+            np.testing.assert_allclose(result.scores, got, atol=1e-6)
     with pytest.raises(ValueError, match="must be in 1..117"):
         b.search(queries, 118)
     b.close()
@@ -179,3 +184,14 @@ def test_registry():
     assert set(EXACT_BACKENDS) <= {"flat", "milvus"}
     with pytest.raises(ValueError, match="Unknown memory backend 'nope'"):
         make_backend("nope", DIM)
+
+
+def test_scann_edits_after_build_use_its_mutation():
+    x = unit(200, seed=13)
+    b = make_backend("scann", DIM, leaves=8, leaves_to_search=8)
+    b.add(x[:150], np.arange(150))
+    assert b.search(x[:3], 1).ids[:, 0].tolist() == [0, 1, 2]  # builds the tree
+    b.remove([1])
+    b.add(x[150:], np.arange(150, 200))
+    r = b.search(x[[1, 2, 160]], 3)
+    assert 1 not in r.ids and r.ids[1, 0] == 2 and r.ids[2, 0] == 160 and not r.all_exact
