@@ -70,6 +70,8 @@ class MilvusBackend(Backend):
             uri = str(Path(folder) / LITE_FILE)
         self.uri, self.collection, self.shards = uri, collection, shards
         self.remote = uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+        if not self.remote:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.client = MilvusClient(uri=uri, token=token)
         if not self.client.has_collection(collection):
             self._create()

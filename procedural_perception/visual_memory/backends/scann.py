@@ -25,7 +25,7 @@ from procedural_perception.visual_memory.backends.base import Backend, SearchRes
 REORDER = 100  # candidates re-scored exactly by ScaNN (its README's 1M-vector example)
 AH_DIMS_PER_BLOCK = 2  # product-quantisation block size (ScaNN's recommendation for dot product)
 AH_THRESHOLD = 0.2  # anisotropic quantisation threshold (ScaNN's recommendation for unit vectors)
-TRAINING_SAMPLE = 250_000  # vectors the tree is trained on (ScaNN's README)
+TRAINING_SAMPLE = 100_000  # vectors the tree and quantiser train on (ScaNN's default for the quantiser)
 
 
 class ScannBackend(Backend):
