@@ -195,3 +195,21 @@ def test_scann_edits_after_build_use_its_mutation():
     b.add(x[150:], np.arange(150, 200))
     r = b.search(x[[1, 2, 160]], 3)
     assert 1 not in r.ids and r.ids[1, 0] == 2 and r.ids[2, 0] == 160 and not r.all_exact
+
+
+def test_unlearning_check_needs_certified_answers():
+    from procedural_perception.visual_memory.unlearning import answers_equal
+
+    x, y = unit(300, seed=14), np.arange(300) % 4
+    queries = unit(30, seed=15)
+    for nprobe, certified in ((8, True), (1, False)):
+        forgot = VisualMemory(DIM, backend="ivf", backend_options={"centroids": CENTROIDS, "nprobe": nprobe})
+        exact = VisualMemory(DIM)  # the flat backend, same ids after the same removal
+        for memory in (forgot, exact):
+            memory.add(x, y)
+            memory.remove([3, 77], reason="test")
+        if certified:
+            assert answers_equal(forgot, exact, queries, 10)
+        else:
+            with pytest.raises(ApproximateAnswerError, match="unlearning-equality check"):
+                answers_equal(forgot, exact, queries, 10)
