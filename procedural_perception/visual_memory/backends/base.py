@@ -26,6 +26,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+# Backends whose every answer is certified exact (see registry.py): the memory's exact-unlearning
+# and audit guarantees hold for them.
+EXACT_BACKENDS = ("flat", "milvus")
+
 
 class ApproximateAnswerError(RuntimeError):
     """An operation that needs exact neighbours got answers the backend could not certify."""
@@ -56,8 +60,6 @@ def require_exact(result: SearchResult, purpose: str) -> SearchResult:
     """Return ``result`` when every row is certified exact; otherwise raise with what to do."""
     if result.all_exact:
         return result
-    from procedural_perception.visual_memory.backends.registry import EXACT_BACKENDS
-
     bad = int(np.count_nonzero(~np.asarray(result.exact)))
     raise ApproximateAnswerError(
         f"{purpose} needs exact neighbours, but the {result.backend!r} backend could not certify "

@@ -105,9 +105,10 @@ class MilvusBackend(Backend):
         return ids
 
     def options(self) -> dict[str, Any]:
-        """A local milvus-lite file is found again in the folder; a server's uri is recorded."""
-        local = not self.remote and self._scratch is None and Path(self.uri).name == LITE_FILE
-        return {"collection": self.collection, "shards": self.shards, **({} if local else {"uri": self.uri})}
+        """A milvus-lite file is found again in the memory folder (an in-RAM memory's temporary one is
+        rebuilt there from SQLite on the next open); a server's uri is recorded, its token is not."""
+        in_folder = not self.remote and (self._scratch is not None or Path(self.uri).name == LITE_FILE)
+        return {"collection": self.collection, "shards": self.shards, **({} if in_folder else {"uri": self.uri})}
 
     # --- editing ---------------------------------------------------------------------------------
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from procedural_perception.visual_memory.backends.base import Backend
+from procedural_perception.visual_memory.backends.base import EXACT_BACKENDS, Backend
 
 # name -> "module:class"; modules import lazily so a missing optional engine breaks only its backend.
 BACKENDS = {
@@ -19,8 +19,8 @@ BACKENDS = {
     "milvus": "procedural_perception.visual_memory.backends.milvus:MilvusBackend",
     "scann": "procedural_perception.visual_memory.backends.scann:ScannBackend",
 }
-EXACT_BACKENDS = ("flat", "milvus")
 DEFAULT_BACKEND = "flat"
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "EXACT_BACKENDS", "backend_class", "make_backend"]
 
 
 def backend_class(name: str) -> type[Backend]:
