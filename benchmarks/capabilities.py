@@ -69,6 +69,8 @@ def tradeoff(mem_x, mem_y, q_x, q_y, sizes: Sequence[int] = SIZES, k: int = PAPE
     for size in [s for s in sizes if s <= len(mem_y)]:
         part = order[:size]
         out[size] = accuracy(memory_of(mem_x[part], mem_y[part]).classify(q_x, min(k, size)), q_y)
+    if len(mem_y) not in out:  # the whole memory is the curve's last point
+        out[len(mem_y)] = accuracy(memory_of(mem_x, mem_y).classify(q_x, min(k, len(mem_y))), q_y)
     return out
 
 
@@ -130,7 +132,7 @@ def embed(spec: str, split: str, size: int, image_size: int, seed: int) -> tuple
         return embed_dataset(encoder, data, batch_size=128, device="cpu", progress=False)
 
 
-def run(encoders: Sequence[str], memory_size: int, queries: int, image_size: int) -> dict:
+def run(encoders: Sequence[str], memory_size: int, queries: int, image_size: int, on_encoder=None) -> dict:
     from procedural_perception.datasets.labelled import FASHION_MNIST_CLASSES as names
 
     results: dict = {"settings": {"encoders": list(encoders), "memory_size": memory_size, "queries": queries,
@@ -147,6 +149,8 @@ def run(encoders: Sequence[str], memory_size: int, queries: int, image_size: int
             results["hierarchy"] = hierarchy(mem_x, mem_y, q_x, q_y)
             results["pruning"] = pruning(mem_x, mem_y, q_x, q_y)
             results["attribution"] = attribution_example(mem_x, mem_y, q_x, q_y, names)
+        if on_encoder is not None:  # write what is done so far (a long run leaves a page early)
+            on_encoder(results)
     return results
 
 
@@ -260,13 +264,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     folder = args.out / "visual_memory"
     folder.mkdir(parents=True, exist_ok=True)
-    results = json.loads(json.dumps(run(args.encoders, args.memory_size, args.queries, args.image_size)))
     from procedural_perception.core.atomic import atomic_write_json, atomic_write_text
 
-    atomic_write_json(folder / "capabilities.json", results)
-    plot(results, folder)
     command = "python -m benchmarks.capabilities " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    atomic_write_text(args.out / "visual_memory.md", markdown(results, command.strip()))
+
+    def write(results: dict) -> None:
+        results = json.loads(json.dumps(results))  # int keys -> str, as read back
+        atomic_write_json(folder / "capabilities.json", results)
+        plot(results, folder)
+        atomic_write_text(args.out / "visual_memory.md", markdown(results, command.strip()))
+
+    run(args.encoders, args.memory_size, args.queries, args.image_size, on_encoder=write)
     print(f"wrote {args.out / 'visual_memory.md'} and {folder}")
 
 
