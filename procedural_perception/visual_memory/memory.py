@@ -8,6 +8,11 @@ On disk a memory is a folder::
 
     memory.sqlite   samples (vectors included), class names, audit log   (source of truth)
     index.faiss     snapshot of the faiss index (IndexIDMap2(IndexFlatIP)), written by save()
+    ivf_centroids.npy  coarse centroids of an IVF memory (from procedural images, no real data)
+
+The search engine is a backend (:mod:`procedural_perception.visual_memory.backends`): ``flat``
+(exact, the default), ``ivf``, ``milvus`` or ``scann``; the memory records which (meta
+``backend``), and SQLite stays the system of record every backend is rebuilt or reconciled from.
 
 Every add/remove is one SQLite transaction, so a crash leaves whole batches in or out. The
 snapshot is used on open only when it carries the database's generation and the same ids;
@@ -21,13 +26,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import torch
 
 from procedural_perception.core.atomic import atomic_path
 from procedural_perception.visual_memory.attribution import Attribution, attribute
-from procedural_perception.visual_memory.index import FlatIndex
+from procedural_perception.visual_memory.backends import (
+    DEFAULT_BACKEND,
+    Backend,
+    SearchResult,
+    make_backend,
+    require_exact,
+)
 from procedural_perception.visual_memory.privacy import AuditReport, exact_audit
 from procedural_perception.visual_memory.store import Store
 from procedural_perception.visual_memory.voting import (
@@ -39,7 +49,7 @@ from procedural_perception.visual_memory.voting import (
 )
 
 DB_FILE = "memory.sqlite"
-INDEX_FILE = "index.faiss"
+INDEX_FILE = "index.faiss"  # the flat backend's snapshot (backends/flat.py)
 
 
 class VisualMemory:
@@ -48,9 +58,13 @@ class VisualMemory:
     ``path``: a folder to persist to (created, or opened when it already holds a memory;
     ``dim`` may then be omitted); ``None`` keeps everything in RAM (``save(path)`` writes it out).
     ``device``: ``"auto"`` searches on GPU when faiss-gpu sees one, ``"cpu"``/``"gpu"`` force it.
+    ``backend``: search engine by name (default: the one the memory was built with, else ``flat``);
+    ``backend_options``: its options (ivf: ``centroids``, ``nprobe``; milvus: ``uri``, ...).
+    A new memory records both; reopening with another backend uses it for this session only.
     """
 
-    def __init__(self, dim: int | None = None, path: str | Path | None = None, device: str = "auto") -> None:
+    def __init__(self, dim: int | None = None, path: str | Path | None = None, device: str = "auto",
+                 backend: str | None = None, backend_options: dict[str, Any] | None = None) -> None:
         self.path = None if path is None else Path(path)
         if self.path is not None:
             if self.path.exists() and not self.path.is_dir():
@@ -62,28 +76,39 @@ class VisualMemory:
         self.dim = self.store.dim
         self.device = device
         self._labels_by_id = np.empty(0, dtype=np.int64)  # dense: ids are never reused
-        self.index = self._open_index()
+        self.index = self._open_index(backend, backend_options)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> VisualMemory:
-        return cls(path=path, device=device)
+    def load(cls, path: str | Path, device: str = "auto", backend: str | None = None,
+             backend_options: dict[str, Any] | None = None) -> VisualMemory:
+        return cls(path=path, device=device, backend=backend, backend_options=backend_options)
 
     # --- persistence -----------------------------------------------------------------------------
-    def _open_index(self) -> FlatIndex:
+    def _open_index(self, name: str | None, options: dict[str, Any] | None) -> Backend:
         rows = self.store.db.execute("SELECT id, label FROM samples ORDER BY id").fetchall()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         self._set_labels(ids, np.array([r[1] for r in rows], dtype=np.int64))
-        snapshot = None if self.path is None else self.path / INDEX_FILE
-        if snapshot is not None and snapshot.exists() and self.store.get_meta("index_generation") == self.store.generation:
-            saved = faiss.read_index(str(snapshot))
-            index = FlatIndex.from_idmap(saved, self.device)
+        recorded = self.store.get_meta("backend")
+        if name is None and recorded is not None:
+            name, options = recorded["name"], {**recorded.get("options", {}), **(options or {})}
+        name = name or DEFAULT_BACKEND
+        index = make_backend(name, self.dim, device=self.device, folder=self.path, **(options or {}))
+        if recorded is None:  # a new memory (or one from before backends): record how to reopen it
+            if self.path is not None:
+                index.persist(self.path)
+            self.store.set_meta("backend", {"name": name, "options": index.options()})
+        fresh = self.path is not None and self.store.get_meta("index_generation") == self.store.generation
+        if fresh and index.load_snapshot(self.path):
             if np.array_equal(np.sort(index.ids), ids):
                 return index
-        index = FlatIndex(self.dim, self.device)  # no snapshot, or a stale one: rebuild from the db
-        if len(ids):
-            stored_ids, _, vectors = self.store.all_samples()
-            index.add(vectors, stored_ids)
+            # a snapshot with other ids: start over from the database
+            index = make_backend(name, self.dim, device=self.device, folder=self.path, **(options or {}))
+        index.reconcile(ids, lambda: self._stored_vectors())
         return index
+
+    def _stored_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        stored_ids, _, vectors = self.store.all_samples()
+        return stored_ids, vectors
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the memory to ``path`` (default: its own folder) atomically; returns the folder.
@@ -102,13 +127,15 @@ class VisualMemory:
                 copy = Store(tmp)
                 copy.set_meta("index_generation", generation)
                 copy.close()
-        with atomic_path(target / INDEX_FILE) as tmp:
-            faiss.write_index(self.index.to_idmap(), str(tmp))
+        if self.path is None or target.resolve() != self.path.resolve():
+            self.index.persist(target)
+        self.index.write_snapshot(target)
         if self.path is not None and target.resolve() == self.path.resolve():
             self.store.set_meta("index_generation", generation)
         return target
 
     def close(self) -> None:
+        self.index.close()
         self.store.close()
 
     def __enter__(self) -> VisualMemory:
@@ -182,7 +209,8 @@ class VisualMemory:
             raise
         self._labels_by_id[ids] = -1
         if self.path is not None:
-            (self.path / INDEX_FILE).unlink(missing_ok=True)  # it still holds the removed vectors
+            for name in self.index.snapshot_files:  # they still hold the removed vectors
+                (self.path / name).unlink(missing_ok=True)
         return len(ids)
 
     def forget_sources(self, sources: Sequence[str], reason: str) -> list[int]:
@@ -235,8 +263,14 @@ class VisualMemory:
     def query(self, embeddings: torch.Tensor | np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` neighbours of ``embeddings [Q, D]``: ``similarities [Q, k]`` (cosine, float32)
         and ``ids [Q, k]`` (int64), ordered by similarity descending then id ascending."""
-        sims, ids = self.index.search(_normalised(embeddings, self.dim), k)
-        return torch.from_numpy(sims), torch.from_numpy(ids)
+        result = self.search(embeddings, k)
+        return torch.from_numpy(result.scores), torch.from_numpy(result.ids)
+
+    def search(self, embeddings: torch.Tensor | np.ndarray, k: int) -> SearchResult:
+        """Top-``k`` of ``embeddings [Q, D]`` with the backend's certificate (``result.exact [Q]``:
+        the row provably equals an exhaustive search; ``result.bound [Q]``: nothing left out scores
+        higher). :meth:`query` returns the same neighbours as tensors."""
+        return self.index.search(_normalised(embeddings, self.dim), k)
 
     def classify(
         self,
@@ -285,7 +319,8 @@ class VisualMemory:
     ) -> AuditReport:
         """Exact privacy audit against ``query_embeddings [Q, D]`` (see :mod:`procedural_perception.visual_memory.privacy`)."""
         width = min(k + 1, len(self))
-        sims, ids = self.query(query_embeddings, width)
+        result = require_exact(self.search(query_embeddings, width), "The privacy audit")
+        sims, ids = torch.from_numpy(result.scores), torch.from_numpy(result.ids)
         return exact_audit(sims, ids, self.labels_of(ids), self.num_classes, k, rule, len(self), temperature, power)
 
     def _set_labels(self, ids: np.ndarray, labels: np.ndarray) -> None:
