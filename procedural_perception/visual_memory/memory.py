@@ -11,13 +11,25 @@ On disk a memory is a folder::
 
 Every add/remove is one SQLite transaction, so a crash leaves whole batches in or out. The
 snapshot is used on open only when it carries the database's generation and the same ids;
-otherwise the index is rebuilt from the stored vectors. A removal deletes the stale snapshot,
-so a forgotten vector does not stay on disk in it.
+otherwise the index is rebuilt from the stored vectors. A removal deletes the stale snapshot
+(and any snapshot a killed save left half-written) under the write lock, and checkpoints the
+write-ahead log, so no file of the folder keeps a forgotten vector or source (store.py).
+
+Several processes may share one folder (a training callback adding, a ``classify`` service, a
+``forget`` request): writes take SQLite's single write lock, and every process re-checks the
+database's generation before each query (one indexed read) and, when another process changed it,
+applies the committed difference to its index first. So a reader never answers from a
+half-applied batch, and never returns a sample whose removal had committed when the query began.
+
+Adding is idempotent: a sample whose source is already stored is skipped (``last_add`` counts it),
+and a source that was forgotten (its keyed hash is on the erasure list) is refused unless the
+caller passes ``allow_erased=True``, which the audit log records as ``add_erased``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +54,17 @@ DB_FILE = "memory.sqlite"
 INDEX_FILE = "index.faiss"
 
 
+@dataclass
+class AddReport:
+    """What one :meth:`VisualMemory.add` did: ids added, sources skipped as already stored (or
+    repeated within the batch), sources refused because they were forgotten before."""
+
+    ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    present: list[str] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)
+    readded_erased: list[str] = field(default_factory=list)
+
+
 class VisualMemory:
     """A searchable, editable memory of ``dim``-d L2-normalised embeddings with labels.
 
@@ -62,7 +85,10 @@ class VisualMemory:
         self.dim = self.store.dim
         self.device = device
         self._labels_by_id = np.empty(0, dtype=np.int64)  # dense: ids are never reused
-        self.index = self._open_index()
+        self.last_add = AddReport()
+        with self.store.snapshot():
+            self._generation = self.store.generation
+            self.index = self._open_index()
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> VisualMemory:
@@ -70,14 +96,16 @@ class VisualMemory:
 
     # --- persistence -----------------------------------------------------------------------------
     def _open_index(self) -> FlatIndex:
-        rows = self.store.db.execute("SELECT id, label FROM samples ORDER BY id").fetchall()
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        self._set_labels(ids, np.array([r[1] for r in rows], dtype=np.int64))
+        """The index of the stored samples: the snapshot when it is current, else rebuilt."""
+        ids, labels = self.store.ids_and_labels()
+        self._set_labels(ids, labels)
         snapshot = None if self.path is None else self.path / INDEX_FILE
         if snapshot is not None and snapshot.exists() and self.store.get_meta("index_generation") == self.store.generation:
-            saved = faiss.read_index(str(snapshot))
-            index = FlatIndex.from_idmap(saved, self.device)
-            if np.array_equal(np.sort(index.ids), ids):
+            try:
+                index = FlatIndex.from_idmap(faiss.read_index(str(snapshot)), self.device)
+            except (RuntimeError, ValueError):  # a damaged snapshot is only a cache: rebuild
+                index = None
+            if index is not None and np.array_equal(np.sort(index.ids), ids):
                 return index
         index = FlatIndex(self.dim, self.device)  # no snapshot, or a stale one: rebuild from the db
         if len(ids):
@@ -102,10 +130,17 @@ class VisualMemory:
                 copy = Store(tmp)
                 copy.set_meta("index_generation", generation)
                 copy.close()
+        if self.path is not None and target.resolve() == self.path.resolve():
+            # Under the write lock: no removal can commit between syncing and writing, so the
+            # snapshot never brings back a vector another process just forgot.
+            with self.store.transaction():
+                self._sync()
+                with atomic_path(target / INDEX_FILE) as tmp:
+                    faiss.write_index(self.index.to_idmap(), str(tmp))
+                self.store._set_meta("index_generation", self.store.generation)
+            return target
         with atomic_path(target / INDEX_FILE) as tmp:
             faiss.write_index(self.index.to_idmap(), str(tmp))
-        if self.path is not None and target.resolve() == self.path.resolve():
-            self.store.set_meta("index_generation", generation)
         return target
 
     def close(self) -> None:
@@ -126,12 +161,15 @@ class VisualMemory:
         sources: Sequence[str | None] | None = None,
         dataset: str | None = None,
         reason: str = "added",
+        allow_erased: bool = False,
     ) -> np.ndarray:
-        """Add ``embeddings [N, D]`` with ``labels [N]``; returns their new stable ids ``[N]``.
+        """Add ``embeddings [N, D]`` with ``labels [N]``; returns the new stable ids ``[n <= N]``.
 
         ``class_names``: names indexed by label (a dataset's ``classes``) or a ``{label: name}``
         mapping; ``sources``: one path/URI per sample (used by ``forget`` and attribution).
-        The whole batch lands, or (on any error or crash) none of it.
+        Samples whose source is already stored are skipped; forgotten sources are refused unless
+        ``allow_erased`` (``last_add`` lists both). The whole batch lands, or (on any error or
+        crash) none of it.
         """
         vectors = _normalised(embeddings, self.dim)
         labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64).reshape(-1)
@@ -146,44 +184,104 @@ class VisualMemory:
         added = None
         try:
             with self.store.transaction() as db:
-                ids = self.store.insert(vectors, labels, sources, dataset, reason, names, db)
-                self.index.add(vectors, ids)
+                self._sync()
+                keep, report = self._admissible(sources, allow_erased)
+                ids = self.store.insert(vectors[keep], labels[keep], [sources[i] for i in keep], dataset, reason, names,
+                                        db, frozenset(report.readded_erased))
+                self.index.add(vectors[keep], ids)
                 added = ids
+                self._generation = self.store.generation
         except BaseException:
             if added is not None:  # the commit itself failed after the index took the rows
                 self.index.remove(added)
+                self._generation = -1  # re-read from the database at the next use
             raise
-        self._set_labels(ids, labels)
+        self._set_labels(ids, labels[keep])
+        report.ids = ids
+        self.last_add = report
         return ids
+
+    def _admissible(self, sources: list[str | None], allow_erased: bool) -> tuple[list[int], AddReport]:
+        """Positions of the batch to store: new sources (first occurrence) and, with
+        ``allow_erased``, forgotten ones; the report lists what was skipped or refused."""
+        present = self.store.present_sources(sources)
+        erased = self.store.erased_sources(sources) - present
+        report, keep, seen = AddReport(), [], set()
+        for i, source in enumerate(sources):
+            if source is not None and (source in present or source in seen):
+                report.present.append(source)
+            elif source in erased and not allow_erased:
+                report.erased.append(source)
+            else:
+                keep.append(i)
+                if source in erased:
+                    report.readded_erased.append(source)
+            if source is not None:
+                seen.add(source)
+        return keep, report
 
     def remove(self, ids: Sequence[int] | np.ndarray | torch.Tensor, reason: str) -> int:
         """Remove ``ids`` for ``reason`` (recorded in the audit log); returns how many.
 
-        Unknown ids raise ``KeyError`` listing them, and nothing is removed.
+        Unknown ids raise ``KeyError`` listing them, and nothing is removed. After the commit the
+        write-ahead log is checkpointed, so no file of the folder keeps the removed rows.
         """
         ids = [int(i) for i in np.asarray(torch.as_tensor(ids).cpu()).reshape(-1)]
         if not reason:
             raise ValueError("Give a reason for the removal; it is recorded in the audit log.")
         if len(set(ids)) != len(ids):
             raise ValueError("ids to remove contain duplicates")
-        missing = self.store.missing(ids)
-        if missing:
-            raise KeyError(f"Unknown ids (not in this memory, or already removed): {missing}. Nothing was removed.")
-        vectors = self.index.vectors(ids)
-        removed = False
+        removed = None
         try:
             with self.store.transaction() as db:
+                self._sync()
+                missing = self.store.missing(ids)
+                if missing:
+                    raise KeyError(f"Unknown ids (not in this memory, or already removed): {missing}. Nothing was removed.")
+                vectors = self.index.vectors(ids)
                 self.store.delete(ids, reason, db)
                 self.index.remove(ids)
-                removed = True
+                removed = ids
+                self._generation = self.store.generation
+                self._drop_snapshots()
         except BaseException:
-            if removed:  # the commit failed: put the rows back so index and database agree
-                self.index.add(vectors, ids)
+            if removed is not None:  # the commit failed: put the rows back so index and database agree
+                self.index.add(vectors, removed)
+                self._generation = -1
             raise
         self._labels_by_id[ids] = -1
-        if self.path is not None:
-            (self.path / INDEX_FILE).unlink(missing_ok=True)  # it still holds the removed vectors
+        self.store.checkpoint()
         return len(ids)
+
+    def _drop_snapshots(self) -> None:
+        """Delete the index snapshot and any a killed save left half-written: they hold vectors."""
+        if self.path is not None:
+            (self.path / INDEX_FILE).unlink(missing_ok=True)
+            for leftover in self.path.glob(f".{INDEX_FILE}.*.tmp"):
+                leftover.unlink(missing_ok=True)
+
+    def _sync(self) -> None:
+        """Bring the index up to the database's committed state when another process changed it
+        (call inside a store transaction or snapshot). Cost: one meta read when nothing changed."""
+        generation = self.store.generation
+        if generation == self._generation:
+            return
+        ids, labels = self.store.ids_and_labels()
+        indexed = self.index.ids
+        gone = np.setdiff1d(indexed, ids)
+        if len(gone):
+            self.index.remove(gone)
+            self._labels_by_id[gone] = -1
+        new = np.setdiff1d(ids, indexed)
+        if len(new):
+            self.index.add(self.store.vectors_of(new.tolist()), new)
+        self._set_labels(ids, labels)
+        self._generation = generation
+
+    def refresh(self) -> None:
+        """Apply what other processes committed since this object last looked (see module doc)."""
+        with self.store.snapshot():
+            self._sync()
 
     def forget_sources(self, sources: Sequence[str], reason: str) -> list[int]:
         """Remove every sample stored under ``sources``; unknown sources raise, removing nothing."""
@@ -234,7 +332,9 @@ class VisualMemory:
     # --- using it --------------------------------------------------------------------------------
     def query(self, embeddings: torch.Tensor | np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` neighbours of ``embeddings [Q, D]``: ``similarities [Q, k]`` (cosine, float32)
-        and ``ids [Q, k]`` (int64), ordered by similarity descending then id ascending."""
+        and ``ids [Q, k]`` (int64), ordered by similarity descending then id ascending. Answers
+        reflect every add/remove committed (by any process) before the call."""
+        self.refresh()
         sims, ids = self.index.search(_normalised(embeddings, self.dim), k)
         return torch.from_numpy(sims), torch.from_numpy(ids)
 
@@ -284,6 +384,7 @@ class VisualMemory:
         power: float = DEFAULT_POWER,
     ) -> AuditReport:
         """Exact privacy audit against ``query_embeddings [Q, D]`` (see :mod:`procedural_perception.visual_memory.privacy`)."""
+        self.refresh()
         width = min(k + 1, len(self))
         sims, ids = self.query(query_embeddings, width)
         return exact_audit(sims, ids, self.labels_of(ids), self.num_classes, k, rule, len(self), temperature, power)
