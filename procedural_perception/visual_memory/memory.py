@@ -28,6 +28,7 @@ caller passes ``allow_erased=True``, which the audit log records as ``add_erased
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from procedural_perception.core.atomic import atomic_path
 from procedural_perception.visual_memory.attribution import Attribution, attribute
 from procedural_perception.visual_memory.index import FlatIndex
 from procedural_perception.visual_memory.privacy import AuditReport, exact_audit
-from procedural_perception.visual_memory.store import Store
+from procedural_perception.visual_memory.store import DamagedMemoryError, Store, recovery_hint
 from procedural_perception.visual_memory.voting import (
     DEFAULT_POWER,
     DEFAULT_TEMPERATURE,
@@ -86,9 +87,14 @@ class VisualMemory:
         self.device = device
         self._labels_by_id = np.empty(0, dtype=np.int64)  # dense: ids are never reused
         self.last_add = AddReport()
-        with self.store.snapshot():
-            self._generation = self.store.generation
-            self.index = self._open_index()
+        try:
+            with self.store.snapshot():
+                self._generation = self.store.generation
+                self.index = self._open_index()
+        except sqlite3.DatabaseError as err:  # pages past the first are damaged
+            self.store.close()
+            file = self.store.path
+            raise DamagedMemoryError(f"{file} is damaged ({err}). " + recovery_hint(file)) from err
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> VisualMemory:

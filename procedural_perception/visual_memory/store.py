@@ -42,9 +42,10 @@ import numpy as np
 # How long a writer waits for another process's write transaction before giving up. Batches of a
 # build commit in well under a second; a minute covers a slow disk without hanging forever.
 BUSY_TIMEOUT_S = 60.0
-# wal_checkpoint(TRUNCATE) needs a moment without readers; retried this often (each try waits up to
-# the busy timeout's handler) before a removal reports that the log still holds old pages.
-CHECKPOINT_TRIES = 20
+# wal_checkpoint(TRUNCATE) needs a moment without readers. Each try waits at most CHECKPOINT_WAIT_MS
+# for them (with the full busy timeout, a steady stream of readers held a removal for a minute);
+# after CHECKPOINT_TRIES a removal returns and the log keeps old pages until the next checkpoint.
+CHECKPOINT_TRIES, CHECKPOINT_WAIT_MS = 10, 100
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -253,12 +254,16 @@ class Store:
         any writer or reader, or ``check``, finishes the job)."""
         if self.path is None:
             return True
-        for attempt in range(CHECKPOINT_TRIES):
-            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if not busy:
-                return True
-            time.sleep(0.01 * (attempt + 1))
-        return False
+        self.db.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+        try:
+            for attempt in range(CHECKPOINT_TRIES):
+                busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                time.sleep(0.01 * (attempt + 1))
+            return False
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
     # --- reads ---------------------------------------------------------------------------------
     def __len__(self) -> int:
