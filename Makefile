@@ -91,7 +91,7 @@ export: setup ## Export a checkpoint for timm / plain PyTorch: make export CKPT=
 gpu-check: setup ## Exercise every GPU path once (EGL per rank, bf16 DINO step, faiss-gpu, DDP); report in runs/gpu_check
 	$(PY) -m procedural_perception.cli.gpu_check $(ARGS)
 
-memory: setup ## Visual memory command: make memory ARGS="build|classify|forget|audit ..."
+memory: setup ## Visual memory command: make memory ARGS="build|classify|forget|audit|info|check ..."
 	$(PY) -m procedural_perception.cli.memory $(ARGS)
 
 experiment: setup photos ## Procedural-versus-real transfer experiment (results under docs/results/)

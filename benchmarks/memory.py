@@ -12,7 +12,10 @@ Rows (benchmarks/results/memory.json):
   query) at N = 20k. Naive leave-one-out over all 20k samples would take hours, so it is timed on a
   subset of samples and its per-sample cost extrapolated (the row says so); its verdicts on that
   subset are checked against the audit, and a separate row checks that the two non-private sets
-  are identical over *every* sample of a 1k memory for every rule and two k.
+  are identical over *every* sample of a 1k memory for every rule and two k;
+* the search backends side by side (flat, IVF at two nprobe, ScaNN, milvus-lite): queries/s,
+  recall@10, certified fraction, remove-one latency, build time, bytes per vector at 1M and 10M
+  (benchmarks/memory_backends.py).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+from benchmarks.memory_backends import backend_rows  # noqa: E402
 from procedural_perception.core.benchmark_rows import quick, row, write_rows  # noqa: E402
 from procedural_perception.visual_memory import RULES, VisualMemory  # noqa: E402
 from procedural_perception.visual_memory.index import FlatIndex  # noqa: E402
@@ -229,6 +233,8 @@ def main() -> None:
     rows += removal_rows(million, 60_000 if fast else 1_000_000, 10 if fast else 25)
     del million
     rows += privacy_rows(20_000, 500 if fast else 2000, 4 if fast else 40, 300 if fast else 1000, 100 if fast else 200)
+    console.print("search backends")
+    rows += backend_rows(fast)
     write_rows("memory", rows)
 
 

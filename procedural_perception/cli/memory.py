@@ -8,11 +8,15 @@
     python -m procedural_perception.cli.memory audit memories/fm --queries fashion_mnist:test --limit 2000 [--k 20 --rule dino]
     python -m procedural_perception.cli.memory info memories/fm
     python -m procedural_perception.cli.memory export memories/fm --out fm.npz   # or fm.safetensors
+    python -m procedural_perception.cli.memory check memories/fm
 
-A memory folder remembers the encoder and preprocessing it was built with, so classify and audit
-embed new images the same way; build embeds at the encoder's own input size (the size a checkpoint
-was trained at) unless --image-size is given. A k above the memory size is used as the memory size,
-with one warning line. Every removal is recorded with its reason in the audit log.
+A memory folder remembers the encoder it was built with (resolved path, a hash of its weights,
+image size), so classify and audit embed new images the same way, and refuse when the weights
+changed; build embeds at the encoder's own input size (the size a checkpoint was trained at) unless
+--image-size is given. A k above the memory size is used as the memory size, with one warning line.
+Every removal is recorded with its reason and a keyed hash of the source (never the source) in the
+audit log, and nothing else of the removed sample stays in the folder. Building again skips the
+sources already stored and refuses forgotten ones unless --allow-erased is given.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from procedural_perception.datasets.labelled import load_labelled, open_rgb, spe
 from procedural_perception.evaluations.embedding import embed_dataset, eval_transform
 from procedural_perception.evaluations.knn import AUDIT_K, AUDIT_RULE, fit_ks, headline_k
 from procedural_perception.visual_memory import RULES, VisualMemory
+from procedural_perception.visual_memory.encoder_identity import check_encoder, encoder_identity
 from procedural_perception.visual_memory.export import FORMATS, check_format, export_memory
+from procedural_perception.visual_memory.integrity import check_memory
 from procedural_perception.visual_memory.voting import DEFAULT_TEMPERATURE
 
 
@@ -64,6 +70,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     b.add_argument("--limit", type=int, default=None, help="a deterministic random subset of this many samples")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--strict", action="store_true", help="fail on unreadable files instead of skipping them")
+    b.add_argument("--allow-erased", action="store_true",
+                   help="add again sources that were forgotten (refused otherwise; the audit log records it)")
     embedding(b)
 
     c = sub.add_parser("classify", help="classify images or a data set and show the neighbours that decided")
@@ -90,6 +98,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a.add_argument("--top", type=int, default=10, help="most influential samples listed")
     voting(a, AUDIT_K, AUDIT_RULE)
     embedding(a)
+
+    k = sub.add_parser("check", help="integrity check (vectors, metadata, audit log, snapshot); repairs the snapshot")
+    k.add_argument("memory", type=Path)
+    k.add_argument("--no-repair", action="store_true", help="only report, change nothing")
 
     i = sub.add_parser("info", help="size, classes, encoder and the end of the audit log")
     i.add_argument("memory", type=Path)
@@ -125,35 +137,47 @@ def _device(name: str) -> torch.device:
 
 
 def _encoder_of(memory: VisualMemory, device: torch.device) -> tuple[Encoder, object]:
+    """The memory's own encoder, refused when its weights are no longer those the memory holds."""
     info = memory.info()
     if "encoder" not in info:
         raise ValueError(f"{memory.path} does not record its encoder; rebuild it with `procedural_perception.cli.memory build`.")
-    return build_encoder(info["encoder"]).to(device), eval_transform(info.get("image_size", 224), info.get("resize"))
+    encoder = build_encoder(info["encoder"])
+    size, resize = info.get("image_size", 224), info.get("resize")
+    check_encoder(info, encoder_identity(info["encoder"], encoder, size, resize), memory.path)
+    return encoder.to(device), eval_transform(size, resize)
 
 
 def build(args: argparse.Namespace, console: Console) -> None:
     device = _device(args.device)
-    encoder = build_encoder(args.encoder).to(device)
+    encoder = build_encoder(args.encoder)
     args.image_size = args.image_size or int(getattr(encoder, "image_size", 224))
+    identity = encoder_identity(args.encoder, encoder, args.image_size, args.resize)
+    encoder = encoder.to(device)
     data = load_labelled(args.data, eval_transform(args.image_size, args.resize), strict=args.strict,
                          report=args.out / "skipped.txt")
     data = data.subset(args.limit, args.seed)
     memory = VisualMemory(encoder.embed_dim, path=args.out)
-    info = memory.info()
-    if info and (info.get("encoder"), info.get("image_size"), info.get("resize")) != (args.encoder, args.image_size, args.resize):
-        raise ValueError(f"{args.out} was built with encoder {info.get('encoder')} at image size "
-                         f"{info.get('image_size')}; use the same to append, or another --out.")
+    if memory.info():
+        check_encoder(memory.info(), identity, args.out)
     features, labels = embed_dataset(encoder, data, args.batch_size, device=device)
     failed = {index for index, _, _ in data.read_failures()}  # placeholders: never stored
     keep = [i for i in range(len(labels)) if i not in failed]
     if failed or data.skipped:
         data.write_report(args.out / "skipped.txt")
+    reason = f"build from {args.data}" + (" (--allow-erased)" if args.allow_erased else "")
     ids = memory.add(features[keep], labels[keep], class_names=data.classes, sources=[data.sources[i] for i in keep],
-                     dataset=args.data, reason=f"build from {args.data}")
-    memory.set_info(encoder=args.encoder, image_size=args.image_size, resize=args.resize)
+                     dataset=args.data, reason=reason, allow_erased=args.allow_erased)
+    report = memory.last_add
+    memory.set_info(**identity)
     memory.save()
-    console.print(f"[green]{args.out}[/green]: added {len(ids)} samples (ids {ids.min()}..{ids.max()}), "
-                  f"{len(memory)} in memory, {len(data.classes)} classes, encoder {args.encoder}"
+    console.print(f"[green]{args.out}[/green]: added {len(ids)} samples"
+                  + (f" (ids {ids.min()}..{ids.max()})" if len(ids) else "")
+                  + f", {len(memory)} in memory, {len(data.classes)} classes, encoder {identity['encoder']}"
+                  + (f"; skipped {len(report.present)} already in the memory" if report.present else "")
+                  + (f"; refused {len(report.erased)} forgotten sources (add them again only with --allow-erased)"
+                     if report.erased else "")
+                  + (f"; re-added {len(report.readded_erased)} forgotten sources (--allow-erased, logged)"
+                     if report.readded_erased else "")
                   + (f"; skipped {len(data.skipped) + len(failed)} unreadable entries, every one listed in "
                      f"{args.out / 'skipped.txt'}" if data.skipped or failed else ""))
 
@@ -224,6 +248,7 @@ def forget(args: argparse.Namespace, console: Console) -> None:
     else:
         removed = memory.forget_sources(args.sources, args.reason)
     memory.save()
+    memory.store.checkpoint()
     console.print(f"removed {len(removed)} samples ({', '.join(map(str, removed[:20]))}{' ...' if len(removed) > 20 else ''}) "
                   f"for: {args.reason!r}; {len(memory)} remain")
 
@@ -255,10 +280,11 @@ def info(args: argparse.Namespace, console: Console) -> None:
     console.print(f"{args.memory}: {len(memory)} samples of dim {memory.dim}, {len(memory.class_names())} classes, "
                   f"built with {memory.info()}")
     table = Table(title="audit log (latest)")
-    for column in ("seq", "action", "sample", "label", "source", "reason"):
+    for column in ("seq", "action", "sample", "label", "source hash", "reason"):
         table.add_column(column)
     for r in memory.audit_log(args.log):
-        table.add_row(str(r["seq"]), r["action"], str(r["sample_id"]), str(r["label"]), str(r["source"]), str(r["reason"]))
+        table.add_row(str(r["seq"]), r["action"], str(r["sample_id"]), str(r["label"]), str(r["source_hash"])[:16],
+                      str(r["reason"]))
     console.print(table)
 
 
@@ -270,16 +296,28 @@ def export(args: argparse.Namespace, console: Console) -> None:
                   "and sources")
 
 
+def check(args: argparse.Namespace, console: Console) -> int:
+    report = check_memory(args.memory, repair=not args.no_repair)
+    for action in report.repaired:
+        console.print(f"[yellow]repaired:[/yellow] {action}")
+    for problem in report.problems:
+        console.print(f"[bold red]problem:[/bold red] {problem}")
+    verdict = "[green]consistent[/green]" if report.ok else "[bold red]NOT consistent[/bold red]"
+    console.print(f"{args.memory}: {verdict}; {report.samples} samples, generation {report.generation}")
+    return 0 if report.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
-    commands = {"build": build, "classify": classify, "forget": forget, "audit": audit, "info": info, "export": export}
+    commands = {"build": build, "classify": classify, "forget": forget, "audit": audit, "info": info, "export": export,
+                "check": check}
     try:
-        commands[args.command](args, console)
+        status = commands[args.command](args, console)
     except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, OSError) as err:
         console.print(f"[bold red]error:[/bold red] {err.args[0] if isinstance(err, KeyError) else err}")
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
