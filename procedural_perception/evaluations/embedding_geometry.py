@@ -13,8 +13,23 @@ outputs are fine) and compute in float64.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run BLAS/LAPACK on one thread: a threaded reduction's order (hence its last bits) depends on the
+    thread count, and a metric logged by 2 ranks must equal one process's bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _unit_rows(features: torch.Tensor) -> torch.Tensor:
@@ -30,6 +45,7 @@ def _exp_entropy(weights: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+@_one_thread()
 def mean_pairwise_cosine(features: torch.Tensor) -> float:
     """Mean cosine similarity over the N(N-1) ordered pairs i != j, in O(N D).
 
@@ -41,6 +57,7 @@ def mean_pairwise_cosine(features: torch.Tensor) -> float:
     return float((x.sum(0).square().sum() - n) / (n * (n - 1)))
 
 
+@_one_thread()
 def vendi_score(features: torch.Tensor) -> float:
     """Vendi score (Friedman & Dieng 2023) with the cosine kernel: exp of the Shannon entropy of the
     eigenvalues of K / N, K [N, N] = X X^T for unit rows X.
@@ -53,6 +70,7 @@ def vendi_score(features: torch.Tensor) -> float:
     return _exp_entropy(torch.linalg.eigvalsh(gram / len(x)))
 
 
+@_one_thread()
 def effective_rank(features: torch.Tensor) -> float:
     """Effective rank (Roy & Vetterli 2007) of the unit-row matrix X [N, D]: exp of the entropy of its
     singular values normalised to sum 1. Between 1 (all rows on one line) and min(N, D) (equal
