@@ -28,6 +28,8 @@ candidates) falls back to the CPU index.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import faiss
 import numpy as np
 
@@ -46,6 +48,22 @@ BLAS_THRESHOLD = 1
 def gpu_count() -> int:
     """GPUs faiss can use (0 with faiss-cpu, or with faiss-cpu and faiss-gpu both installed)."""
     return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+def checked_additions(vectors: np.ndarray, ids: np.ndarray, dim: int,
+                      stored: Callable[[int], bool]) -> tuple[np.ndarray, np.ndarray]:
+    """``vectors [n, dim]`` as contiguous float32 and ``ids [n]`` as int64, or a ValueError saying what is
+    wrong (shape, count, or ids that repeat or are ``stored`` already). Every index and backend checks
+    additions with this."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"expected vectors of shape [n, {dim}], got {list(vectors.shape)}")
+    if vectors.shape[0] != ids.shape[0]:
+        raise ValueError(f"{vectors.shape[0]} vectors but {ids.shape[0]} ids")
+    if len(np.unique(ids)) != len(ids) or any(stored(int(i)) for i in ids):
+        raise ValueError("ids must be new and distinct")
+    return vectors, ids
 
 
 class FlatIndex:
@@ -84,14 +102,7 @@ class FlatIndex:
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Append ``vectors [n, dim]`` (float32, L2-normalised by the caller) under new ``ids [n]``."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape [n, {self.dim}], got {list(vectors.shape)}")
-        if vectors.shape[0] != ids.shape[0]:
-            raise ValueError(f"{vectors.shape[0]} vectors but {ids.shape[0]} ids")
-        if len(np.unique(ids)) != len(ids) or any(int(i) in self._slot_of for i in ids):
-            raise ValueError("ids must be new and distinct")
+        vectors, ids = checked_additions(vectors, ids, self.dim, self._slot_of.__contains__)
         start = len(self)
         self.cpu.add(vectors)
         self._slot_ids = np.concatenate([self._slot_ids[:start], ids])

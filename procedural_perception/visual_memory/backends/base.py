@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from procedural_perception.visual_memory.index import checked_additions
+
 # Backends whose every answer is certified exact (see registry.py): the memory's exact-unlearning
 # and audit guarantees hold for them.
 EXACT_BACKENDS = ("flat", "milvus")
@@ -161,16 +163,22 @@ class Backend(ABC):
         return None  # optional hook
 
     def _check_add(self, vectors: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape [n, {self.dim}], got {list(vectors.shape)}")
-        if vectors.shape[0] != ids.shape[0]:
-            raise ValueError(f"{vectors.shape[0]} vectors but {ids.shape[0]} ids")
-        if len(np.unique(ids)) != len(ids) or any(int(i) in self for i in ids):
-            raise ValueError("ids must be new and distinct")
-        return vectors, ids
+        return checked_additions(vectors, ids, self.dim, self.__contains__)
 
     def _check_n(self, n: int) -> None:
         if not 1 <= n <= len(self):
             raise ValueError(f"n must be in 1..{len(self)} (the memory size), got {n}")
+
+
+class KnownIds:
+    """``__contains__`` and ``ids`` from a set ``_ids`` of the stored ids, for backends whose engine
+    cannot answer either cheaply (IVF, Milvus); mix in before :class:`Backend`."""
+
+    _ids: set[int]
+
+    def __contains__(self, item: int) -> bool:
+        return int(item) in self._ids
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.fromiter(self._ids, dtype=np.int64, count=len(self._ids))

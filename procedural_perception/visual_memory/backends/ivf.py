@@ -32,6 +32,7 @@ import numpy as np
 
 from procedural_perception.visual_memory.backends.base import (
     Backend,
+    KnownIds,
     SearchResult,
     float32_error,
     rescore_sorted,
@@ -42,7 +43,7 @@ DEFAULT_NPROBE = 8  # lists scanned per query; recall/speed trade-off (benchmark
 TIE_MARGIN = 8  # extra candidates per query so the n-th is usually certain in the first pass
 
 
-class IVFBackend(Backend):
+class IVFBackend(KnownIds, Backend):
     """IVF-Flat over ``centroids [nlist, dim]`` (unit rows); ``nprobe`` lists scanned per query.
 
     ``centroids``: an array, or a ``.npy`` path (relative paths resolve inside ``folder``).
@@ -117,13 +118,6 @@ class IVFBackend(Backend):
     # --- reading ---------------------------------------------------------------------------------
     def __len__(self) -> int:
         return self.ivf.ntotal
-
-    def __contains__(self, item: int) -> bool:
-        return int(item) in self._ids
-
-    @property
-    def ids(self) -> np.ndarray:
-        return np.fromiter(self._ids, dtype=np.int64, count=len(self._ids))
 
     def vectors(self, ids: np.ndarray | None = None) -> np.ndarray:
         ids = self.ids if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)

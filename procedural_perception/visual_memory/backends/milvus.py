@@ -36,6 +36,7 @@ from pymilvus import DataType, MilvusClient
 
 from procedural_perception.visual_memory.backends.base import (
     Backend,
+    KnownIds,
     SearchResult,
     float32_error,
     rescore_sorted,
@@ -47,7 +48,7 @@ BATCH = 5_000  # rows per insert/get call (keeps each gRPC message well under Mi
 TIE_MARGIN = 8  # extra candidates per query so the n-th is usually certain in the first pass
 
 
-class MilvusBackend(Backend):
+class MilvusBackend(KnownIds, Backend):
     """A Milvus collection of ``(id, vector)`` rows with a FLAT inner-product index.
 
     ``uri``: a milvus-lite file path or ``http://host:19530`` (default: ``milvus.db`` in ``folder``,
@@ -143,13 +144,6 @@ class MilvusBackend(Backend):
     # --- reading ---------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._ids)
-
-    def __contains__(self, item: int) -> bool:
-        return int(item) in self._ids
-
-    @property
-    def ids(self) -> np.ndarray:
-        return np.fromiter(self._ids, dtype=np.int64, count=len(self._ids))
 
     def vectors(self, ids: np.ndarray | None = None) -> np.ndarray:
         ids = self.ids if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
