@@ -279,9 +279,10 @@ def eval_settings(args: argparse.Namespace) -> dict[str, Any]:
             "twoafc_data": twoafc.data, "twoafc_limit": twoafc.limit}
 
 
-def eval_config_of(args: argparse.Namespace) -> dict[str, dict]:
-    """Every evaluation task's settings (the part of a cached result's fingerprint that must match)."""
-    tasks = suite.build_tasks(EVALS, eval_args(args), progress=False)
+def eval_config_of(args: argparse.Namespace, tasks: dict | None = None) -> dict[str, dict]:
+    """Every evaluation task's settings (the part of a cached result's fingerprint that must match), of
+    ``tasks`` when given (else built from ``args``)."""
+    tasks = tasks or suite.build_tasks(EVALS, eval_args(args), progress=False)
     return {name: {k: v for k, v in vars(task).items() if not k.startswith("_") and k != "progress"}
             for name, task in tasks.items()}
 
@@ -290,7 +291,7 @@ def evaluate_all(args: argparse.Namespace, encoders: dict[str, str], checkpoints
                  console: Console) -> dict[str, dict]:
     """Metrics of every encoder (label -> spec), cached in ``<out>/evals/<label>.json`` per configuration."""
     tasks = suite.build_tasks(EVALS, eval_args(args))
-    config = eval_config_of(args)
+    config = eval_config_of(args, tasks)
     evaluation = suite.EvaluationSuite(tasks)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {}

@@ -46,14 +46,9 @@ def test_a_build_lists_every_skipped_file_in_a_report(tmp_path, capsys):
 
 
 def test_make_tensorboard_listens_on_this_machine_unless_told_otherwise():
-    import shutil
     import subprocess
     from pathlib import Path
 
-    import pytest
-
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed")
     root = Path(__file__).resolve().parents[1]
 
     def command(*extra: str) -> str:  # what `make tensorboard` would run (-n: print only; -o setup: skip setup)
