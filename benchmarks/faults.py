@@ -67,6 +67,30 @@ def print_summary(rows: list[dict]) -> None:
     Console(width=200).print(table)
 
 
+TABLE_START, TABLE_END = "<!-- bench-faults table: start -->", "<!-- bench-faults table: end -->"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The scenario table of docs/faults.md: trials, survived, lost and recover time per row."""
+    lines = ["| scenario | trials | survived | lost | recover (s) |", "|---|---:|---:|---|---:|"]
+    for r in rows:
+        recover = f"{r['recover_s']:.3g}" if r.get("recover_s") is not None else "-"
+        lines.append(f"| {r['name']} | {r.get('trials', '-')} | {r.get('survived', '-')} | {lost(r)} | {recover} |")
+    return "\n".join(lines)
+
+
+def write_docs_table(rows: list[dict], page) -> bool:
+    """Replace the table between the markers of ``page`` (docs/faults.md) with ``rows``; False without markers."""
+    from procedural_perception.core.atomic import atomic_write_text
+
+    text = page.read_text()
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        return False
+    atomic_write_text(page, text[:start + len(TABLE_START)] + "\n" + markdown_table(rows) + "\n" + text[end:])
+    return True
+
+
 def saved_part(module_name: str) -> tuple[list[dict], str]:
     """(rows, note) of one part as its last run wrote them, without running it."""
     path = RESULTS_DIR / f"{module_name}.json"
@@ -92,6 +116,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows += part_rows
         notes.append(note)
     atomic_write_json(RESULTS_DIR / "faults.json", rows)
+    page = RESULTS_DIR.parents[1] / "docs" / "faults.md"
+    if page.exists() and not write_docs_table(rows, page):
+        print(f"{page}: no table markers ({TABLE_START}); its table was not updated")
     print_summary(rows)
     for note in notes:
         print(note)

@@ -175,6 +175,18 @@ PROCESS_SCENARIOS = [
 ]
 
 
+# Errors a new user met (issue 17, item 8), each an end-to-end test through the project's own commands.
+NEW_USER_NODES = [
+    "tests/test_new_user_errors.py::test_classify_names_a_corrupt_image_and_still_classifies_the_others",
+    "tests/test_new_user_errors.py::test_a_build_lists_every_skipped_file_in_a_report",
+    "tests/test_new_user_errors.py::test_make_tensorboard_listens_on_this_machine_unless_told_otherwise",
+    "tests/test_train.py::test_the_paper_profile_on_a_small_cpu_is_capped_and_warned",
+]
+NEW_USER_MESSAGE = ("skipped: cannot read corrupt.png: cannot decode: ... (the other images are classified); every "
+                    "skipped file listed in a report; tensorboard on 127.0.0.1 unless TB_HOST is set; Note: "
+                    "data.num_workers=8 is more than the 2 core(s) ...")
+
+
 def scenarios(trials: int | None = None) -> list[dict]:
     """The rows of this part of ``make bench-faults`` (QUICK=1: fewer trials, no training processes)."""
     trials = trials or (20 if quick() else 100)
@@ -194,6 +206,8 @@ def scenarios(trials: int | None = None) -> list[dict]:
         if not quick():
             for name, node, message in PROCESS_SCENARIOS:
                 rows.append(_row(name, [_pytest(node)], message))
+            rows.append(_row("new-user errors: corrupt image in classify, skip report, tensorboard host, paper "
+                             "profile on 2 cores", [_pytest(node) for node in NEW_USER_NODES], NEW_USER_MESSAGE))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows

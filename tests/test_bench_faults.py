@@ -26,3 +26,15 @@ def test_saved_results_make_one_table_and_one_file(tmp_path, monkeypatch, capsys
     out = capsys.readouterr().out
     assert "User program x abandoned" in out and "faults_files: no results file" in out
     assert "0 of 1 scenarios survived every trial; not: hostile programs: endless loop" in out
+
+
+def test_the_docs_table_is_rewritten_between_its_markers_only(tmp_path):
+    page = tmp_path / "faults.md"
+    page.write_text(f"intro\n{faults.TABLE_START}\n| old |\n{faults.TABLE_END}\nafter\n")
+    rows = [{"name": "memory: kill -9 during add", "trials": 50, "survived": 50, "batches_lost": 0, "recover_s": 0.4}]
+    assert faults.write_docs_table(rows, page)
+    text = page.read_text()
+    assert text.startswith("intro\n") and text.endswith("after\n") and "| old |" not in text
+    assert "| memory: kill -9 during add | 50 | 50 | 0 batches | 0.4 |" in text
+    page.write_text("no markers")
+    assert not faults.write_docs_table(rows, page) and page.read_text() == "no markers"

@@ -47,6 +47,14 @@ def test_corrupted_database_is_refused_clearly_and_never_written(tmp_path):
     assert any("clear=True untouched=True" in o[3] for o in outcomes)
 
 
+def test_a_zeroed_page_found_after_opening_is_a_clear_error_in_reads_and_in_check(tmp_path):
+    """Damage the open does not read (a zeroed data page) surfaces on a later read: the reader and
+    `check` name the file and the recovery, never a raw SQLite error. Seeds 18 and 22 zero such pages."""
+    zero_page = [s for s in range(40) if fm.CORRUPTIONS[s % len(fm.CORRUPTIONS)] == "zero_page"]
+    outcomes = [fm.corrupt_trial(seed, tmp_path) for seed in zero_page]
+    assert all(ok for ok, *_ in outcomes), [o[3] for o in outcomes if not o[0]]
+
+
 def test_check_finds_inconsistency_and_repairs_a_stale_snapshot(tmp_path, capsys):
     from procedural_perception.cli.memory import main
 

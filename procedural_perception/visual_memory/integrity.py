@@ -18,6 +18,7 @@ Problems in the database itself are reported, never "fixed" by deleting rows.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 from procedural_perception.visual_memory.backends import DEFAULT_BACKEND, make_backend
 from procedural_perception.visual_memory.backends.registry import backend_class
 from procedural_perception.visual_memory.memory import DB_FILE, INDEX_FILE, VisualMemory
-from procedural_perception.visual_memory.store import ADD_ACTIONS, Store
+from procedural_perception.visual_memory.store import ADD_ACTIONS, Store, recovery_hint
 
 
 @dataclass
@@ -52,7 +53,10 @@ def check_memory(folder: str | Path, repair: bool = True) -> IntegrityReport:
     store = Store(folder / DB_FILE)
     report = IntegrityReport(folder)
     try:
-        verdict = [r[0] for r in store.db.execute("PRAGMA quick_check").fetchall()]
+        try:
+            verdict = [r[0] for r in store.db.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as err:  # a page so damaged that the check itself cannot read it
+            verdict = [f"{err}. {recovery_hint(folder / DB_FILE)}"]
         if verdict != ["ok"]:
             report.problems += [f"sqlite: {v}" for v in verdict[:10]]
             return report

@@ -26,6 +26,7 @@ Tables::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -78,6 +79,29 @@ def recovery_hint(path: Path | None) -> str:
             f"<new folder>\"`.")
 
 
+# SQLite's result codes for a file whose pages cannot be read (a torn write, a bit flip, a zeroed page).
+DAMAGE_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def damaged(path: Path | None, err: sqlite3.DatabaseError) -> DamagedMemoryError:
+    """The clear error for a damaged memory file (the raw SQLite message kept in parentheses)."""
+    return DamagedMemoryError(f"{path} is damaged or not a visual memory database ({err}). " + recovery_hint(path))
+
+
+def _reports_damage(method):
+    """Turn SQLite's "disk image is malformed" raised *after* opening (damage in a page the open did not
+    read) into :class:`DamagedMemoryError`; busy, locked and constraint errors pass through unchanged."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as err:
+            if self.path is None or getattr(err, "sqlite_errorcode", None) not in DAMAGE_CODES:
+                raise
+            raise damaged(self.path, err) from err
+    return guarded
+
+
 class Store:
     """Metadata, vectors and audit log of one memory. ``path=None`` keeps everything in RAM."""
 
@@ -89,8 +113,7 @@ class Store:
             if self.path is None:
                 raise
             self.db.close()
-            raise DamagedMemoryError(f"{self.path} is damaged or not a visual memory database ({err}). "
-                                     + recovery_hint(self.path)) from err
+            raise damaged(self.path, err) from err
 
     def _open(self, dim: int | None) -> None:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) below.
@@ -352,6 +375,13 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+
+# Every reading or writing method (not the context managers, whose bodies run in the caller).
+for _name in ("get_meta", "set_meta", "set_info", "info", "keyed_hash", "insert", "delete", "checkpoint", "__len__",
+              "missing", "ids_of_sources", "present_sources", "erased_sources", "rows", "class_names",
+              "ids_and_labels", "vectors_of", "all_samples", "audit_log", "backup_to"):
+    setattr(Store, _name, _reports_damage(getattr(Store, _name)))
 
 
 def _chunks(items: list[int], size: int = 900) -> Iterator[list[int]]:
