@@ -226,7 +226,8 @@ def main() -> None:
     rows = []
     console.print(f"[bold]visual memory benchmark[/bold] ({'QUICK' if fast else 'full'}, {threads} threads)")
     repeat = 1 if fast else 2
-    million = unit_vectors(1_000_000, seed=1)
+    # QUICK checks the mechanics (under a minute): the largest memory is 250k instead of 1M.
+    million = unit_vectors(250_000 if fast else 1_000_000, seed=1)
     rows += search_rows(million[:60_000], 1000 if fast else 10_000, 200, repeat)
     rows += search_rows(million[:60_000], 1000 if fast else 10_000, 20, repeat)
     rows += search_rows(million, 100 if fast else 2000, 200, repeat)
