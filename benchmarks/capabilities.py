@@ -39,6 +39,16 @@ SIZES = (100, 300, 1000, 3000, 10000)  # memory sizes of the trade-off curve
 PRUNE_K = 20  # neighbours counted for wrong-class appearances (as in classification)
 
 
+TWIN = "random_twin:"  # --encoders random_twin:<ckpt>: a random initialisation of that checkpoint's network
+
+
+def label(spec: str) -> str:
+    """A short name for an encoder spec: a checkpoint's run folder, its random twin, or the reference name."""
+    path = Path(spec.removeprefix(TWIN))
+    run = path.parent.parent.name if path.suffix == ".ckpt" and path.parent.name == "checkpoints" else path.name
+    return f"random init ({run}'s network)" if spec.startswith(TWIN) else run
+
+
 def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
     return float((predictions == labels).float().mean()) if len(labels) else float("nan")
 
@@ -123,10 +133,11 @@ def attribution_example(mem_x, mem_y, q_x, q_y, names: Sequence[str], k: int = P
 
 def embed(spec: str, split: str, size: int, image_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``features [N, D]`` (unit rows) and ``labels [N]`` of a seeded draw of Fashion-MNIST ``split``."""
-    from lightning_modules.encoders import build_encoder
+    from lightning_modules.encoders import build_encoder, random_twin
     from procedural_perception.evaluations.embedding import embed_dataset, labelled_subset
 
-    encoder = build_encoder(spec)
+    twin_of = spec.removeprefix(TWIN)
+    encoder = random_twin(twin_of) if spec.startswith(TWIN) else build_encoder(spec)
     data = labelled_subset(f"fashion_mnist:{split}", image_size, size, seed)
     with torch.no_grad():
         return embed_dataset(encoder, data, batch_size=128, device="cpu", progress=False)
@@ -163,7 +174,7 @@ def plot(results: dict, folder: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for spec, curve in results["tradeoff"].items():
         sizes = sorted(int(s) for s in curve)
-        ax.plot(sizes, [100 * curve[s if s in curve else str(s)] for s in sizes], marker="o", label=Path(spec).name)
+        ax.plot(sizes, [100 * curve[s if s in curve else str(s)] for s in sizes], marker="o", label=label(spec))
     ax.set_xscale("log")
     ax.set_xlabel("memory size (samples, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
@@ -183,7 +194,7 @@ def plot(results: dict, folder: Path) -> None:
         ax.text(j, 100 * v + 1, f"{100 * v:.2f}", ha="center")
     ax.set_ylim(0, 105)
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"adding Sandal + Bag to the memory ({Path(results['encoder']).name})")
+    ax.set_title(f"adding Sandal + Bag to the memory ({label(results['encoder'])})")
     fig.tight_layout()
     fig.savefig(folder / "add_classes.png", dpi=120)
     plt.close(fig)
@@ -191,11 +202,11 @@ def plot(results: dict, folder: Path) -> None:
 
 def markdown(results: dict, command: str) -> str:
     s, add, h, p, a = (results[key] for key in ("settings", "add_classes", "hierarchy", "pruning", "attribution"))
-    enc = Path(results["encoder"]).name
+    enc = label(results["encoder"])
     pct = "{:.2f}".format
     sizes = sorted({int(x) for curve in results["tradeoff"].values() for x in curve})
     header = "| encoder | " + " | ".join(f"{n:,}" for n in sizes) + " |\n|---|" + "---:|" * len(sizes)
-    lines = [f"| {Path(spec).name} | " + " | ".join(pct(100 * curve[str(n)]) if str(n) in curve else "-" for n in sizes)
+    lines = [f"| {label(spec)} | " + " | ".join(pct(100 * curve[str(n)]) if str(n) in curve else "-" for n in sizes)
              + " |" for spec, curve in results["tradeoff"].items()]
     groups = " / ".join(f"{g} {pct(100 * v)}" for g, v in h["per_group"].items())
     neighbours = "\n".join(f"| {n['rank']} | {n['class']} | {n['similarity']:.3f} | {n['share']:.3f} |"
@@ -204,8 +215,8 @@ def markdown(results: dict, command: str) -> str:
 
 Made by `{command}` (results: `docs/visual_memory/capabilities.json`). Fashion-MNIST at
 {s['image_size']} px, memory = {s['memory_size']:,} train images, queries = {s['queries']:,} test images
-(disjoint seeded draws), {s['rule']} vote with k = {s['k']}. Train-free encoders only unless a DINO
-checkpoint is passed with `--encoders`: no procedural checkpoint was available when this page was made.
+(disjoint seeded draws), {s['rule']} vote with k = {s['k']}. The first encoder ({enc}) also runs the
+class-adding, hierarchy, attribution and pruning sections.
 
 ## Adding classes without training ({enc})
 
@@ -255,7 +266,7 @@ pruning (rank vote x 1.75 / (1 + wrong count)): {pct(100 * p['rank'])}% -> {pct(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.capabilities", description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoders", nargs="+", default=["efficientnet_lite0", "random_vit", "rgb"],
-                        help="encoder specs (a DINO .ckpt, random_vit, rgb, efficientnet_lite0); the first one "
+                        help="encoder specs (a DINO .ckpt, random_twin:<ckpt> for its random initialisation, random_vit, rgb, efficientnet_lite0); the first one "
                              "also runs the class-adding, hierarchy, attribution and pruning sections")
     parser.add_argument("--memory-size", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=2_000)

@@ -45,3 +45,11 @@ def test_pruning_report_and_page():
                                                                  "share": 0.2}]}}
     page = markdown(results, "python -m benchmarks.capabilities")
     assert "| x | 50.00 | 70.00 |" in page and "Adding classes" in page
+
+
+def test_encoder_labels_name_the_run_and_its_random_twin():
+    from benchmarks.capabilities import label
+
+    ckpt = "runs/exp_kml_mixup_s0/checkpoints/last.ckpt"
+    assert label(ckpt) == "exp_kml_mixup_s0" and label("efficientnet_lite0") == "efficientnet_lite0"
+    assert label(f"random_twin:{ckpt}") == "random init (exp_kml_mixup_s0's network)"
