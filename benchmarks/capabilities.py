@@ -180,7 +180,7 @@ def plot(results: dict, folder: Path) -> None:
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"Fashion-MNIST, k={PAPER_K}, {results['settings']['image_size']} px")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="lower right")  # the curves rise to the upper right
     fig.tight_layout()
     fig.savefig(folder / "tradeoff.png", dpi=120)
     plt.close(fig)
