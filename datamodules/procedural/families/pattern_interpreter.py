@@ -1,0 +1,198 @@
+"""The interpreted ``patterns`` engine: ONE compiled shader renders every program of the grammar.
+
+A compiled ``patterns`` program bakes its structure (which transforms, primitives, combinators, colourings)
+into its GLSL, so each program costs a compile + LLVM JIT (~0.55 s on llvmpipe). Here the structure is
+data: :func:`pack` turns the structure the grammar drew for a seed (:func:`.patterns.walk`) into an int
+vector, uploaded as ``uniform int u_struct[]`` once per program, and :data:`SOURCE` (generated from the
+node tables of :mod:`.pattern_nodes`, so no template is written twice) evaluates it:
+
+- a fixed frame, then up to 2 global transform slots (a ``do``-loop over the chain, each slot a
+  ``switch`` over every transform kind);
+- a loop over the program's primitives (up to :data:`MAX_PRIMS`, the grammar's maximum), each with up to
+  2 transform slots, a ``switch`` over every primitive kind (the ``sdf`` kind with two shape slots, the
+  shape operation and the iso-line mapping) and a value-shaping slot; results go to ``v[i]``;
+- a loop over the combinators (up to :data:`MAX_COMBS`) in the order the grammar made them, each reading
+  its operands ``v[a]``, ``v[b]``, ``v[m]`` by index and writing ``v[MAX_PRIMS + c]``;
+- two colour slots and a layering slot.
+
+The topology covers the whole grammar (no cap): every seed's interpreted program computes the same
+expressions on the same parameter vector (``low`` / ``high`` are the compiled program's), so it renders
+the same image up to floating-point contraction differences (tests/test_interpreted_programs.py).
+
+Cost on llvmpipe (Mesa 22.3, measured here): its fragment shaders run 8 pixels per SIMD lane group under
+an execution mask, and uniform branches are *not* skipped: every case of a ``switch`` runs for every pixel
+(masked), and a loop runs its body once more with an empty mask. So a slot costs the sum of all its kinds;
+loops over the primitives and combinators keep the cost proportional to the slots a program uses. On a
+GPU a uniform branch is a real jump and the interpreter costs about what the compiled program costs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import pattern_nodes as nodes
+from .patterns import Structure, walk
+from .program import Program
+
+MAX_PRIMS = 11  # the grammar's most primitives: 7 in the depth-2 field (with masks) + 4 in a layer
+MAX_COMBS = 4  # 3 in the depth-2 field + 1 in a layer's depth-1 field
+MAX_PARAMS = 320  # u_params length (the most seen over 20,000 seeds: 150)
+PRIMITIVE_KINDS = ["fbm_grad", "fbm_value", "ridged", "cells", "waves", "stripes", "rings", "checkers", "sdf"]
+COMBINATOR_KINDS = [*nodes.COMBINATORS.names, "masked"]
+
+# u_struct layout: a header, 2 global transform records, MAX_PRIMS primitive records, MAX_COMBS combinators.
+H_PRIMS, H_COMBS, H_GLOBALS, H_FRAME, H_COLOUR1, H_COLOUR2, H_LAYER = 0, 1, 2, 3, 4, 7, 10  # colours: kind, off, field
+T_REC = 3  # transform record: kind, param offset, integer
+GLOBAL_BASE = 14
+PRIM_BASE = GLOBAL_BASE + 2 * T_REC
+# Primitive record: [0] transforms, [1:7] 2 transform records, [7] kind, [8] offset, [9] integer (octaves),
+# [10] cells read-out, [11] its offset, [12] shapes, [13:16] [16:19] shape records (kind, frame offset,
+# shape offset), [19] shape op, [20] its offset, [21] iso offset, [22] sdf mapping, [23] its offset,
+# [24] value shaping, [25] its offset.
+PRIM_REC = 26
+COMB_BASE = PRIM_BASE + MAX_PRIMS * PRIM_REC
+COMB_REC = 5  # kind, offset, a, b, m
+NUM_STRUCT = COMB_BASE + MAX_COMBS * COMB_REC
+
+
+# ----------------------------------------------------------------------------- structure -> int vector
+def _ref(field: tuple | None) -> int:
+    if field is None:
+        return 0
+    kind, index = field
+    return index if kind == "prim" else MAX_PRIMS + index
+
+
+def pack(structure: Structure) -> np.ndarray:
+    """int32 [NUM_STRUCT]: the u_struct vector of ``structure`` (layout above)."""
+    s = np.zeros(NUM_STRUCT, dtype=np.int32)
+    if len(structure.prims) > MAX_PRIMS or len(structure.combs) > MAX_COMBS:
+        raise ValueError(f"a patterns program with {len(structure.prims)} primitives / {len(structure.combs)} "
+                         f"combinators exceeds the interpreter's {MAX_PRIMS} / {MAX_COMBS}; raise MAX_PRIMS / MAX_COMBS")
+
+    def transforms(base: int, chain: list) -> None:
+        for j, (kind, offset, integer) in enumerate(chain):
+            s[base + T_REC * j : base + T_REC * (j + 1)] = (nodes.TRANSFORMS.index(kind), offset, integer)
+
+    s[H_PRIMS], s[H_COMBS], s[H_GLOBALS], s[H_FRAME] = len(structure.prims), len(structure.combs), \
+        len(structure.global_transforms), structure.frame_off
+    transforms(GLOBAL_BASE, structure.global_transforms)
+    for i, p in enumerate(structure.prims):
+        r = PRIM_BASE + i * PRIM_REC
+        s[r] = len(p["transforms"])
+        transforms(r + 1, p["transforms"])
+        s[r + 7 : r + 13] = (PRIMITIVE_KINDS.index(p["kind"]), p["off"], p["integer"],
+                             nodes.CELL_READOUTS.index(p["readout"]), p["readout_off"], len(p["shapes"]))
+        for k, (kind, frame_off, shape_off) in enumerate(p["shapes"]):
+            s[r + 13 + 3 * k : r + 16 + 3 * k] = (nodes.SHAPES.index(kind), frame_off, shape_off)
+        s[r + 19 : r + 26] = (nodes.SHAPE_OPS.index(p["op"]), p["op_off"], p["iso_off"],
+                              nodes.SDF_MAPPINGS.index(p["mapping"]), p["mapping_off"],
+                              nodes.SHAPING.index(p["shaping"]), p["shaping_off"])
+    for c, comb in enumerate(structure.combs):
+        r = COMB_BASE + c * COMB_REC
+        s[r : r + COMB_REC] = (COMBINATOR_KINDS.index(comb["kind"]), comb["off"], _ref(comb["a"]), _ref(comb["b"]),
+                               _ref(comb["m"]))
+    for base, (kind, offset, field) in zip((H_COLOUR1, H_COLOUR2), structure.colours, strict=False):
+        s[base : base + 3] = (nodes.COLOURS.index(kind), offset, _ref(field))
+    if len(structure.colours) == 1:  # the second colour slot repeats the first (computed, then unused)
+        s[H_COLOUR2 : H_COLOUR2 + 3] = s[H_COLOUR1 : H_COLOUR1 + 3]
+    kind, offset, s_field, m_field = structure.layering
+    s[H_LAYER : H_LAYER + 4] = (nodes.LAYERINGS.index(kind), offset, _ref(s_field), _ref(m_field))
+    return s
+
+
+def interpreted(seed: int) -> Program:
+    """The ``patterns`` program of ``seed`` for the interpreted engine: the compiled program's name and
+    parameter ranges, :data:`SOURCE` and the packed structure (the renderer compiles SOURCE once)."""
+    program, structure = walk(seed)
+    return Program(name=program.name, source=SOURCE, kind="grammar", low=program.low, high=program.high,
+                   family="patterns", structure=pack(structure))
+
+
+# ----------------------------------------------------------------------------- GLSL, from the tables
+def _fill(template: str, specs: tuple, offset: str = "o", **inputs) -> str:
+    """``template`` with its parameters read at ``offset`` (a GLSL int expression) and its integer as ``n``."""
+    texts, k = [], 0
+    for spec in specs:
+        dims = spec[2] if len(spec) == 3 else 1
+        parts = [f"P({offset} + {k + d})" for d in range(dims)]
+        texts.append(parts[0] if dims == 1 else f"vec{dims}({', '.join(parts)})")
+        k += dims
+    return template.format(*texts, i0="n", f0="float(n)", **inputs)
+
+
+def _switch(selector: str, target: str, cases: list[str]) -> str:
+    """``switch (selector)`` assigning ``cases[i]`` (GLSL expressions) to ``target``."""
+    body = "".join(f"        case {i}: {target} = {expr}; break;\n" for i, expr in enumerate(cases))
+    return f"    switch ({selector}) {{\n{body}    }}\n"
+
+
+def _group_cases(group: nodes.Group, passthrough: str, **inputs) -> list[str]:
+    specs = group.shared
+    return [passthrough if node.template is None else _fill(node.template, specs + node.params, **inputs)
+            for node in group.kinds.values()]
+
+
+def _source() -> str:
+    T, Pn = nodes.TRANSFORMS, nodes.PRIMITIVES
+    primitive_cases = []
+    for kind in PRIMITIVE_KINDS:
+        if kind in nodes.FBM.kinds:
+            primitive_cases.append(_fill(nodes.FBM.kinds[kind].template, nodes.FBM.kinds[kind].params, x="x"))
+        elif kind == "cells":
+            primitive_cases.append("cells_readout(r, x)")
+        elif kind == "sdf":
+            primitive_cases.append("sdf_field(r, x)")
+        else:
+            primitive_cases.append(_fill(Pn.kinds[kind].template, Pn.kinds[kind].params, x="x"))
+    cells = Pn.kinds["cells"]
+    comb_cases = _group_cases(nodes.COMBINATORS, "a", a="a", b="b") + [_fill(nodes.MASK.template, nodes.MASK.params,
+                                                                              a="a", b="b", m="m")]
+    return (
+        "#define NV " + str(MAX_PRIMS + MAX_COMBS) + "\n"
+        "vec2 transform_slot(int r, vec2 x) {\n    int o = S(r + 1), n = S(r + 2);\n    vec2 y = x;\n"
+        + _switch("S(r)", "y", _group_cases(T, "x", x="x")) + "    return y;\n}\n"
+        # A chain of `count` (0..2) transform records from r; do-while: a chain of 0 still costs one slot.
+        "vec2 transforms(int r, int count, vec2 x) {\n    int j = 0;\n"
+        "    do {\n        vec2 y = transform_slot(r + " + str(T_REC) + " * j, x);\n        if (j < count) x = y;\n"
+        "        j++;\n    } while (j < count);\n    return x;\n}\n"
+        "float cells_readout(int r, vec2 x) {\n    int o = S(r + 8);\n"
+        f"    vec3 v = {_fill(cells.template, cells.params, x='x')};\n    o = S(r + 11);\n    float t = 0.0;\n"
+        + _switch("S(r + 10)", "t", _group_cases(nodes.CELL_READOUTS, "t", v="v")) + "    return t;\n}\n"
+        "float shape_slot(int r, vec2 x) {\n    int o = S(r + 1);\n"
+        f"    vec2 c = {_fill(nodes.SHAPE_FRAME.template, nodes.SHAPE_FRAME.params, x='x')};\n"
+        "    o = S(r + 2);\n    float d = 0.0;\n"
+        + _switch("S(r)", "d", _group_cases(nodes.SHAPES, "d", x="c")) + "    return d;\n}\n"
+        "float sdf_field(int r, vec2 x) {\n    float d = shape_slot(r + 13, x);\n    float e = shape_slot(r + 16, x);\n"
+        "    int o = S(r + 20);\n    float both = d;\n"
+        + _switch("S(r + 19)", "both", _group_cases(nodes.SHAPE_OPS, "d", a="d", b="e"))
+        + "    if (S(r + 12) > 1) d = both;\n    o = S(r + 21);\n"
+        f"    float iso = {_fill(nodes.ISO.template, nodes.ISO.params, d='d')};\n    o = S(r + 23);\n    float t = iso;\n"
+        + _switch("S(r + 22)", "t", _group_cases(nodes.SDF_MAPPINGS, "iso", iso="iso", d="d")) + "    return t;\n}\n"
+        "float primitive(int r, vec2 x) {\n    int o = S(r + 8), n = S(r + 9);\n    float t = 0.0;\n"
+        + _switch("S(r + 7)", "t", primitive_cases)
+        + "    o = S(r + 25);\n    float shaped = t;\n"
+        + _switch("S(r + 24)", "shaped", _group_cases(nodes.SHAPING, "t", t="t")) + "    return shaped;\n}\n"
+        "vec3 colour_slot(int r, float t) {\n    int o = S(r + 1);\n    vec3 c = vec3(0.0);\n"
+        + _switch("S(r)", "c", _group_cases(nodes.COLOURS, "vec3(t)", t="t")) + "    return c;\n}\n"
+        "vec3 image(vec2 p) {\n    int o = S(" + str(H_FRAME) + ");\n"
+        f"    vec2 q = {_fill(nodes.FRAME.template, nodes.FRAME.params, x='p')};\n"
+        f"    q = transforms({GLOBAL_BASE}, S({H_GLOBALS}), q);\n"
+        "    float v[NV];\n    for (int k = 0; k < NV; k++) v[k] = 0.0;\n"
+        f"    int i = 0;\n    do {{\n        int r = {PRIM_BASE} + {PRIM_REC} * i;\n"
+        "        v[i] = primitive(r, transforms(r + 1, S(r), q));\n"
+        f"        i++;\n    }} while (i < S({H_PRIMS}));\n"
+        f"    int c = 0;\n    do {{\n        int r = {COMB_BASE} + {COMB_REC} * c;\n"
+        "        float a = v[S(r + 2)], b = v[S(r + 3)], m = v[S(r + 4)];\n        int o = S(r + 1);\n"
+        "        float y = a;\n"
+        + _switch("S(r)", "y", comb_cases).replace("\n    ", "\n        ").replace("    switch", "        switch", 1)
+        + f"        if (c < S({H_COMBS})) v[{MAX_PRIMS} + c] = y;\n        c++;\n    }} while (c < S({H_COMBS}));\n"
+        f"    vec3 col = colour_slot({H_COLOUR1}, v[S({H_COLOUR1 + 2})]);\n"
+        f"    vec3 col2 = colour_slot({H_COLOUR2}, v[S({H_COLOUR2 + 2})]);\n"
+        f"    float s = v[S({H_LAYER + 2})], m = v[S({H_LAYER + 3})];\n    o = S({H_LAYER + 1});\n    vec3 out_col = col;\n"
+        + _switch(f"S({H_LAYER})", "out_col", _group_cases(nodes.LAYERINGS, "col", col="col", col2="col2", s="s", m="m"))
+        + "    return out_col;\n}\n"
+    )
+
+
+SOURCE = _source()
