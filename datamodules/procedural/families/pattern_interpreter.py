@@ -110,15 +110,16 @@ def interpreted(seed: int) -> Program:
 
 
 # ----------------------------------------------------------------------------- GLSL, from the tables
-def _fill(template: str, specs: tuple, offset: str = "o", **inputs) -> str:
-    """``template`` with its parameters read at ``offset`` (a GLSL int expression) and its integer as ``n``."""
+def _fill(template: str, specs: tuple, offset: str = "o", count: str = "n", **inputs) -> str:
+    """``template`` with its parameters read at ``offset`` (a GLSL int expression), its integer as ``n``
+    (as a float) and ``count`` (as an int: loop counts, see :func:`_group_cases`)."""
     texts, k = [], 0
     for spec in specs:
         dims = spec[2] if len(spec) == 3 else 1
         parts = [f"P({offset} + {k + d})" for d in range(dims)]
         texts.append(parts[0] if dims == 1 else f"vec{dims}({', '.join(parts)})")
         k += dims
-    return template.format(*texts, i0="n", f0="float(n)", **inputs)
+    return template.format(*texts, i0=count, f0="float(n)", **inputs)
 
 
 def _switch(selector: str, target: str, cases: list[str]) -> str:
@@ -127,50 +128,60 @@ def _switch(selector: str, target: str, cases: list[str]) -> str:
     return f"    switch ({selector}) {{\n{body}    }}\n"
 
 
-def _group_cases(group: nodes.Group, passthrough: str, **inputs) -> list[str]:
+def _group_cases(group: nodes.Group, passthrough: str, selector: str = "kind", **inputs) -> list[str]:
+    """The expressions of every kind of ``group``. An integer used as a loop count (octaves) is 0 unless the
+    kind is selected: llvmpipe runs unselected cases masked, so a loop left at the slot's integer would
+    run that many masked octaves; at 0 it runs one."""
     specs = group.shared
-    return [passthrough if node.template is None else _fill(node.template, specs + node.params, **inputs)
-            for node in group.kinds.values()]
+    return [passthrough if node.template is None else
+            _fill(node.template, specs + node.params, count=f"({selector} == {i} ? n : 0)", **inputs)
+            for i, node in enumerate(group.kinds.values())]
 
 
 def _source() -> str:
     T, Pn = nodes.TRANSFORMS, nodes.PRIMITIVES
     primitive_cases = []
-    for kind in PRIMITIVE_KINDS:
+    for i, kind in enumerate(PRIMITIVE_KINDS):
+        octaves = f"(kind == {i} ? n : 0)"  # see _group_cases
         if kind in nodes.FBM.kinds:
-            primitive_cases.append(_fill(nodes.FBM.kinds[kind].template, nodes.FBM.kinds[kind].params, x="x"))
+            primitive_cases.append(_fill(nodes.FBM.kinds[kind].template, nodes.FBM.kinds[kind].params, count=octaves,
+                                         x="x"))
         elif kind == "cells":
             primitive_cases.append("cells_readout(r, x)")
         elif kind == "sdf":
             primitive_cases.append("sdf_field(r, x)")
         else:
-            primitive_cases.append(_fill(Pn.kinds[kind].template, Pn.kinds[kind].params, x="x"))
-    cells = Pn.kinds["cells"]
+            primitive_cases.append(_fill(Pn.kinds[kind].template, Pn.kinds[kind].params, count=octaves, x="x"))
+    cells, cells_kind = Pn.kinds["cells"], PRIMITIVE_KINDS.index("cells")
     comb_cases = _group_cases(nodes.COMBINATORS, "a", a="a", b="b") + [_fill(nodes.MASK.template, nodes.MASK.params,
                                                                               a="a", b="b", m="m")]
     return (
         "#define NV " + str(MAX_PRIMS + MAX_COMBS) + "\n"
-        "vec2 transform_slot(int r, vec2 x) {\n    int o = S(r + 1), n = S(r + 2);\n    vec2 y = x;\n"
-        + _switch("S(r)", "y", _group_cases(T, "x", x="x")) + "    return y;\n}\n"
+        "vec2 transform_slot(int r, vec2 x) {\n    int kind = S(r), o = S(r + 1), n = S(r + 2);\n    vec2 y = x;\n"
+        + _switch("kind", "y", _group_cases(T, "x", x="x")) + "    return y;\n}\n"
         # A chain of `count` (0..2) transform records from r; do-while: a chain of 0 still costs one slot.
         "vec2 transforms(int r, int count, vec2 x) {\n    int j = 0;\n"
         "    do {\n        vec2 y = transform_slot(r + " + str(T_REC) + " * j, x);\n        if (j < count) x = y;\n"
         "        j++;\n    } while (j < count);\n    return x;\n}\n"
-        "float cells_readout(int r, vec2 x) {\n    int o = S(r + 8);\n"
-        f"    vec3 v = {_fill(cells.template, cells.params, x='x')};\n    o = S(r + 11);\n    float t = 0.0;\n"
+        # Cells visit their 9 neighbours only when the slot is cells (the library's cells(p, jitter, count)).
+        f"float cells_readout(int r, vec2 x) {{\n    int o = S(r + 8), count = S(r + 7) == {cells_kind} ? 9 : 0;\n"
+        f"    vec3 v = {_fill(cells.template, cells.params, x='x')[:-1]}, count);\n    o = S(r + 11);\n    float t = 0.0;\n"
         + _switch("S(r + 10)", "t", _group_cases(nodes.CELL_READOUTS, "t", v="v")) + "    return t;\n}\n"
         "float shape_slot(int r, vec2 x) {\n    int o = S(r + 1);\n"
         f"    vec2 c = {_fill(nodes.SHAPE_FRAME.template, nodes.SHAPE_FRAME.params, x='x')};\n"
         "    o = S(r + 2);\n    float d = 0.0;\n"
         + _switch("S(r)", "d", _group_cases(nodes.SHAPES, "d", x="c")) + "    return d;\n}\n"
-        "float sdf_field(int r, vec2 x) {\n    float d = shape_slot(r + 13, x);\n    float e = shape_slot(r + 16, x);\n"
+        # A loop over the slot's shapes (0 when the slot is not sdf: one masked shape instead of two).
+        "float sdf_field(int r, vec2 x) {\n    float d = 0.0, e = 0.0;\n    int k = 0;\n"
+        "    do {\n        float y = shape_slot(r + 13 + 3 * k, x);\n        if (k == 0) d = y; else e = y;\n"
+        "        k++;\n    } while (k < S(r + 12));\n"
         "    int o = S(r + 20);\n    float both = d;\n"
         + _switch("S(r + 19)", "both", _group_cases(nodes.SHAPE_OPS, "d", a="d", b="e"))
         + "    if (S(r + 12) > 1) d = both;\n    o = S(r + 21);\n"
         f"    float iso = {_fill(nodes.ISO.template, nodes.ISO.params, d='d')};\n    o = S(r + 23);\n    float t = iso;\n"
         + _switch("S(r + 22)", "t", _group_cases(nodes.SDF_MAPPINGS, "iso", iso="iso", d="d")) + "    return t;\n}\n"
-        "float primitive(int r, vec2 x) {\n    int o = S(r + 8), n = S(r + 9);\n    float t = 0.0;\n"
-        + _switch("S(r + 7)", "t", primitive_cases)
+        "float primitive(int r, vec2 x) {\n    int kind = S(r + 7), o = S(r + 8), n = S(r + 9);\n    float t = 0.0;\n"
+        + _switch("kind", "t", primitive_cases)
         + "    o = S(r + 25);\n    float shaped = t;\n"
         + _switch("S(r + 24)", "shaped", _group_cases(nodes.SHAPING, "t", t="t")) + "    return shaped;\n}\n"
         "vec3 colour_slot(int r, float t) {\n    int o = S(r + 1);\n    vec3 c = vec3(0.0);\n"
