@@ -28,7 +28,7 @@ def test_compiled_patterns_programs_are_byte_identical_to_before_the_tables():
 
 
 # ----------------------------------------------------------------------------- structure and source
-def test_interpreted_programs_share_name_ranges_and_one_source():
+def test_interpreted_programs_share_name_ranges_and_the_interpreter_variants():
     from datamodules.procedural.families import pattern_interpreter as pi
 
     sources = set()
@@ -41,8 +41,12 @@ def test_interpreted_programs_share_name_ranges_and_one_source():
         assert s.dtype == np.int32 and s.shape == (pi.NUM_STRUCT,)
         assert 1 <= s[pi.H_PRIMS] <= pi.MAX_PRIMS and 0 <= s[pi.H_COMBS] <= pi.MAX_COMBS
         sources.add(interpreted.source)
-        assert interpreted.compile_key == "patterns-interpreter" and compiled.compile_key == compiled.name
-    assert sources == {pi.SOURCE}
+        assert interpreted.source == pi.source(pi.variant(patterns.walk(seed)[1]))
+        assert interpreted.compile_key.startswith("patterns-interpreter-") and compiled.compile_key == compiled.name
+    variants = {pi.source(tuple(k for i, k in enumerate(pi.OPTIONAL_KINDS) if bits >> i & 1))
+                for bits in range(2 ** len(pi.OPTIONAL_KINDS))}
+    assert sources == variants and pi.SOURCE in variants, "every variant is used, and only those"
+    assert len({pi.source(()), pi.SOURCE}) == 2 and "sdf_field(r, x)" not in pi.source(("warp",))
 
 
 def test_the_interpreter_is_generated_from_the_node_tables():
@@ -160,7 +164,7 @@ def test_interpreted_stream_is_the_same_whatever_workers_world_size_and_resume()
     from datamodules.procedural.blocks import BlockConfig, BlockMaker
     from datamodules.procedural.stream import Layout, ProceduralStream
 
-    config = BlockConfig(process="kml_mixup", seed=3, image_size=24, block_size=8, programs_per_block=12, reuse=4.0,
+    config = BlockConfig(process="kml_mixup", seed=3, image_size=32, block_size=8, programs_per_block=12, reuse=4.0,
                          program_engine="interpreted")
     assert config.pool_size == 12  # one image per program: every ingredient a different program
     a, b = BlockMaker(config), BlockMaker(config)

@@ -28,6 +28,8 @@ GPU a uniform branch is a real jump and the interpreter costs about what the com
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from . import pattern_nodes as nodes
@@ -39,6 +41,11 @@ MAX_COMBS = 4  # 3 in the depth-2 field + 1 in a layer's depth-1 field
 MAX_PARAMS = 320  # u_params length (the most seen over 20,000 seeds: 150)
 PRIMITIVE_KINDS = ["fbm_grad", "fbm_value", "ridged", "cells", "waves", "stripes", "rings", "checkers", "sdf"]
 COMBINATOR_KINDS = [*nodes.COMBINATORS.names, "masked"]
+# The costliest kinds under llvmpipe's masked execution (each runs, masked, in every slot of its type:
+# warps two fbm octaves per transform slot, sdf a shape switch, its iso-lines and mappings) are compiled only
+# into the interpreter variants of programs that use them: 2^2 = 4 variants, each compiled once per
+# worker process and image size (then served by Mesa's disk cache), instead of one shader with every kind.
+OPTIONAL_KINDS = ("warp", "sdf")
 
 # u_struct layout: a header, 2 global transform records, MAX_PRIMS primitive records, MAX_COMBS combinators.
 H_PRIMS, H_COMBS, H_GLOBALS, H_FRAME, H_COLOUR1, H_COLOUR2, H_LAYER = 0, 1, 2, 3, 4, 7, 10  # colours: kind, off, field
@@ -101,12 +108,20 @@ def pack(structure: Structure) -> np.ndarray:
     return s
 
 
+def variant(structure: Structure) -> tuple[str, ...]:
+    """The :data:`OPTIONAL_KINDS` that ``structure`` uses (sorted): which interpreter variant renders it."""
+    chains = [structure.global_transforms] + [p["transforms"] for p in structure.prims]
+    used = {kind for chain in chains for kind, _, _ in chain} | {p["kind"] for p in structure.prims}
+    return tuple(kind for kind in OPTIONAL_KINDS if kind in used)
+
+
 def interpreted(seed: int) -> Program:
     """The ``patterns`` program of ``seed`` for the interpreted engine: the compiled program's name and
-    parameter ranges, :data:`SOURCE` and the packed structure (the renderer compiles SOURCE once)."""
+    parameter ranges, the packed structure and the source of its interpreter variant (:func:`source`;
+    the renderer compiles each variant once)."""
     program, structure = walk(seed)
-    return Program(name=program.name, source=SOURCE, kind="grammar", low=program.low, high=program.high,
-                   family="patterns", structure=pack(structure))
+    return Program(name=program.name, source=source(variant(structure)), kind="grammar", low=program.low,
+                   high=program.high, family="patterns", structure=pack(structure))
 
 
 # ----------------------------------------------------------------------------- GLSL, from the tables
@@ -122,9 +137,9 @@ def _fill(template: str, specs: tuple, offset: str = "o", count: str = "n", **in
     return template.format(*texts, i0=count, f0="float(n)", **inputs)
 
 
-def _switch(selector: str, target: str, cases: list[str]) -> str:
-    """``switch (selector)`` assigning ``cases[i]`` (GLSL expressions) to ``target``."""
-    body = "".join(f"        case {i}: {target} = {expr}; break;\n" for i, expr in enumerate(cases))
+def _switch(selector: str, target: str, cases: list[str | None]) -> str:
+    """``switch (selector)`` assigning ``cases[i]`` (GLSL expressions) to ``target``; None: a case left out."""
+    body = "".join(f"        case {i}: {target} = {expr}; break;\n" for i, expr in enumerate(cases) if expr is not None)
     return f"    switch ({selector}) {{\n{body}    }}\n"
 
 
@@ -138,12 +153,19 @@ def _group_cases(group: nodes.Group, passthrough: str, selector: str = "kind", *
             for i, node in enumerate(group.kinds.values())]
 
 
-def _source() -> str:
+@cache
+def source(kinds: tuple[str, ...] = tuple(OPTIONAL_KINDS)) -> str:
+    """The interpreter with the :data:`OPTIONAL_KINDS` in ``kinds`` compiled in (and every other kind)."""
     T, Pn = nodes.TRANSFORMS, nodes.PRIMITIVES
+    transform_cases = _group_cases(T, "x", x="x")
+    if "warp" not in kinds:
+        transform_cases[T.index("warp")] = None
     primitive_cases = []
     for i, kind in enumerate(PRIMITIVE_KINDS):
         octaves = f"(kind == {i} ? n : 0)"  # see _group_cases
-        if kind in nodes.FBM.kinds:
+        if kind in OPTIONAL_KINDS and kind not in kinds:
+            primitive_cases.append(None)
+        elif kind in nodes.FBM.kinds:
             primitive_cases.append(_fill(nodes.FBM.kinds[kind].template, nodes.FBM.kinds[kind].params, count=octaves,
                                          x="x"))
         elif kind == "cells":
@@ -158,7 +180,7 @@ def _source() -> str:
     return (
         "#define NV " + str(MAX_PRIMS + MAX_COMBS) + "\n"
         "vec2 transform_slot(int r, vec2 x) {\n    int kind = S(r), o = S(r + 1), n = S(r + 2);\n    vec2 y = x;\n"
-        + _switch("kind", "y", _group_cases(T, "x", x="x")) + "    return y;\n}\n"
+        + _switch("kind", "y", transform_cases) + "    return y;\n}\n"
         # A chain of `count` (0..2) transform records from r; do-while: a chain of 0 still costs one slot.
         "vec2 transforms(int r, int count, vec2 x) {\n    int j = 0;\n"
         "    do {\n        vec2 y = transform_slot(r + " + str(T_REC) + " * j, x);\n        if (j < count) x = y;\n"
@@ -206,4 +228,4 @@ def _source() -> str:
     )
 
 
-SOURCE = _source()
+SOURCE = source()  # every kind: renders every program

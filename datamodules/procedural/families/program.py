@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,8 +30,8 @@ class Program:
 
     @property
     def compile_key(self) -> str:
-        """What a compiled GL program is cached under: the program itself, or the shared interpreter."""
-        return self.name if self.structure is None else f"{self.family}-interpreter"
+        """What a compiled GL program is cached under: the program itself, or the shared interpreter (variant)."""
+        return self.name if self.structure is None else f"{self.family}-interpreter-{zlib.crc32(self.source.encode()):08x}"
 
     @property
     def num_params(self) -> int:
