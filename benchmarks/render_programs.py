@@ -274,8 +274,8 @@ class _EngineCosts(IterableDataset):
     interleaved so machine load hits them alike), the interpreter's compile + first draw, and ms per image
     of compiled vs interpreted draws of the same programs and parameters (the per-pixel cost of the switches)."""
 
-    def __init__(self, size: int, blocks: int):
-        self.size, self.blocks = size, blocks
+    def __init__(self, size: int, blocks: int, seed: int = 0):
+        self.size, self.blocks, self.seed = size, blocks, seed
 
     def __iter__(self):
         from datamodules.procedural.blocks import BlockMaker
@@ -300,7 +300,7 @@ class _EngineCosts(IterableDataset):
                 begin = time.perf_counter()
                 renderer.render(program, params)
                 draw[name] += time.perf_counter() - begin
-        makers = {name: BlockMaker(BlockConfig("kml_mixup", seed=0, image_size=self.size, **settings))
+        makers = {name: BlockMaker(BlockConfig("kml_mixup", seed=self.seed, image_size=self.size, **settings))
                   for name, settings in ENGINE_CONFIGS}
         seconds = dict.fromkeys(makers, 0.0)
         for block in range(self.blocks):
@@ -313,19 +313,20 @@ class _EngineCosts(IterableDataset):
                "draw_ratio": draw["interpreted"] / draw["compiled"]}
 
 
-def engine_rows(sizes=(64, 224)) -> list[dict]:
+def engine_rows(sizes=(64, 224), seed: int = 0) -> list[dict]:
     """kml_mixup images/s of the interpreted engine with 4, 64 and 128 programs per block against today's
     compiled engine with 4 fresh programs per block, measured in the same worker process.
 
     Each size runs twice in new worker processes: the first with every program cold (a machine's first
     run; the interpreter's own one-off compile is timed apart and not counted), the second with the
     compiled programs and the interpreter in Mesa's disk cache (a later run of the same configuration,
-    today's steady state). Call with a fresh ``MESA_SHADER_CACHE_DIR`` (``render.main`` sets one).
+    today's steady state). Call with a fresh ``MESA_SHADER_CACHE_DIR`` (``render.main`` sets one) and a
+    ``seed`` whose blocks no earlier row rendered.
     """
     rows = []
     for size in sizes:
         blocks = 1 if quick() else 4
-        cold, cached = (next(iter(DataLoader(_EngineCosts(size, blocks), batch_size=None, num_workers=1)))
+        cold, cached = (next(iter(DataLoader(_EngineCosts(size, blocks, seed), batch_size=None, num_workers=1)))
                         for _ in range(2))
         baseline = f"compiled, 4 fresh programs per block, {size} px, same process"
         for name, _ in ENGINE_CONFIGS[1:]:
