@@ -274,8 +274,9 @@ class _EngineCosts(IterableDataset):
     interleaved so machine load hits them alike), the interpreter's compile + first draw, and ms per image
     of compiled vs interpreted draws of the same programs and parameters (the per-pixel cost of the switches)."""
 
-    def __init__(self, size: int, blocks: int, seed: int = 0):
-        self.size, self.blocks, self.seed = size, blocks, seed
+    def __init__(self, size: int, blocks: int, seed: int = 0, configs: tuple = (), steady: bool = False):
+        self.size, self.blocks, self.seed, self.steady = size, blocks, seed, steady
+        self.configs = configs or tuple(name for name, _ in ENGINE_CONFIGS)
 
     def __iter__(self):
         from datamodules.procedural.blocks import BlockMaker
@@ -301,8 +302,12 @@ class _EngineCosts(IterableDataset):
                 renderer.render(program, params)
                 draw[name] += time.perf_counter() - begin
         makers = {name: BlockMaker(BlockConfig("kml_mixup", seed=self.seed, image_size=self.size, **settings))
-                  for name, settings in ENGINE_CONFIGS}
+                  for name, settings in ENGINE_CONFIGS if name in self.configs}
         seconds = dict.fromkeys(makers, 0.0)
+        if self.steady:  # make the blocks once untimed: every program and variant compiled in this process
+            for block in range(self.blocks):
+                for maker in makers.values():
+                    maker(block)
         for block in range(self.blocks):
             for name, maker in makers.items():
                 begin = time.perf_counter()
@@ -346,6 +351,23 @@ def engine_rows(sizes=(64, 224), seed: int = 0) -> list[dict]:
     return rows
 
 
+def engine_steady_rows(size: int = 224, seed: int = 0) -> list[dict]:
+    """A cheaper steady-state comparison for a loaded machine: compiled 4 vs interpreted 128 per block in ONE
+    worker process, each block made once untimed (every program compiled, in the renderer's cache) and then
+    timed; a later run's cost without the disk-cache loads of the compiled programs (~20 ms each)."""
+    costs = next(iter(DataLoader(_EngineCosts(size, 1, seed, ("compiled_4", "interpreted_128"), steady=True),
+                                 batch_size=None, num_workers=1)))
+    speeds = costs["images_per_s"]
+    return [
+        row(f"render/engines/interpreted_128_{size}px_steady", speeds["interpreted_128"], "images/s",
+            f"compiled, 4 fresh programs per block, {size} px, same process, programs compiled",
+            speeds["compiled_4"], image_size=size, blocks=1, process="kml_mixup", note="target ratio >= 0.9 (issue 12)"),
+        row(f"programs/interpreted_draw_cost_{size}px", costs["draw_ratio"], "x compiled draw time",
+            "the same programs compiled (1.0)", 1.0, higher_is_better=False,
+            note="llvmpipe runs every case of a uniform switch masked: the sum of all kinds per slot"),
+    ]
+
+
 if __name__ == "__main__":  # the engine rows alone: python -m benchmarks.render_programs [sizes] (QUICK=1: ~2 min idle)
     import os
     import sys
@@ -353,9 +375,12 @@ if __name__ == "__main__":  # the engine rows alone: python -m benchmarks.render
 
     from procedural_perception.core.benchmark_rows import write_rows
 
+    # Arguments: image sizes (default 64 224); "steady" first: only engine_steady_rows (a loaded machine).
+    steady = sys.argv[1:2] == ["steady"]
+    name = "render_engines_steady" if steady else "render_engines"
     rows = []
-    for size in [int(arg) for arg in sys.argv[1:]] or [64, 224]:
+    for size in [int(arg) for arg in sys.argv[1 + steady:]] or [64, 224]:
         with tempfile.TemporaryDirectory() as cache:
             os.environ["MESA_SHADER_CACHE_DIR"] = cache  # cold programs, inherited by the workers
-            rows += engine_rows((size,))
-        write_rows("render_engines", rows)  # after each size: a long run keeps what it measured
+            rows += engine_steady_rows(size) if steady else engine_rows((size,))
+        write_rows(name, rows)  # after each size: a long run keeps what it measured
