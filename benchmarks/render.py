@@ -24,6 +24,8 @@ noisy on a shared machine.
 
 Program rows (:mod:`benchmarks.render_programs`): cold compile vs a load from Mesa's disk cache per
 program; kml_mixup images/s with 64 programs per block (the paper profile) vs the default 4, first run and cached;
+the compiled engine (4 fresh programs per block) vs the interpreted one with 4, 64 and 128 (full run only;
+alone: ``python -m benchmarks.render_programs``);
 the anchor's real input cost (512 px JPEG decode + RandomResizedCrop(224)); rendering crops directly vs
 render-then-crop; and the fraction of cpu-profile training steps spent waiting for data. The whole
 benchmark runs with a fresh ``MESA_SHADER_CACHE_DIR``; the programs-per-block rows run first and leave
@@ -42,7 +44,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.render_programs import crop_rows, data_wait_rows, program_cost_rows, programs_per_block_rows
+from benchmarks.render_programs import (
+    crop_rows,
+    data_wait_rows,
+    engine_rows,
+    program_cost_rows,
+    programs_per_block_rows,
+)
 from datamodules.procedural.processes import PROCESSES
 from datamodules.shaders import ShaderDataModule
 from procedural_perception.core.benchmark_rows import quick, row, write_rows
@@ -283,6 +291,8 @@ def main() -> None:
         paths = write_jpegs(Path(tmp) / "224", 256 if quick() else 1024, workers)
         rows += program_cost_rows()
         rows += programs_per_block_rows(workers, IMAGE_SIZE, BATCH_SIZE, n)
+        if not quick():  # compiled vs interpreted engines (QUICK: python -m benchmarks.render_programs)
+            rows += engine_rows(seed=1)  # seed 1: blocks the rows above did not compile
         baseline_name = f"PIL decode of 224px JPEGs, DataLoader x{workers} workers"
         for process in PROCESSES:
             if PROCESSES[process].generate is not None:

@@ -257,3 +257,130 @@ def crop_rows(n_local: int = 8) -> list[dict]:
                 f"RandomResizedCrop 2 x 224 + {n_local} x 96", costs["render_then_crop"], higher_is_better=False,
                 note=f"one program image (shaders); {verdict}; a mixed sample needs every ingredient "
                 f"rendered per crop (x6 for kml_mixup), so mixed processes keep render-then-crop")]
+
+
+# ------------------------------------------------------------------------------------ compiled vs interpreted
+
+ENGINE_CONFIGS = (  # (row name, BlockConfig settings); the first is today's cpu default, the baseline
+    ("compiled_4", dict(programs_per_block=4)),
+    ("interpreted_4", dict(programs_per_block=4, program_engine="interpreted")),
+    ("interpreted_64", dict(programs_per_block=64, program_engine="interpreted")),
+    ("interpreted_128", dict(programs_per_block=128, program_engine="interpreted")),
+)
+
+
+class _EngineCosts(IterableDataset):
+    """In one fresh worker process: seconds per kml_mixup block of each engine configuration (blocks
+    interleaved so machine load hits them alike), the interpreter's compile + first draw, and ms per image
+    of compiled vs interpreted draws of the same programs and parameters (the per-pixel cost of the switches)."""
+
+    def __init__(self, size: int, blocks: int, seed: int = 0, configs: tuple = (), steady: bool = False):
+        self.size, self.blocks, self.seed, self.steady = size, blocks, seed, steady
+        self.configs = configs or tuple(name for name, _ in ENGINE_CONFIGS)
+
+    def __iter__(self):
+        from datamodules.procedural.blocks import BlockMaker
+        from datamodules.procedural.families.pattern_interpreter import interpreted
+        from datamodules.procedural.programs import generate_program
+        from datamodules.procedural.renderer import Renderer
+
+        renderer = Renderer(self.size, tiles=16, cache_size=64)
+        rng = np.random.default_rng(0)
+        warm = generate_program(10**8)  # the context, framebuffer and vertex shader
+        renderer.render(warm, warm.sample_params(rng, 1))
+        start = time.perf_counter()
+        first = interpreted(10**8)
+        renderer.render(first, first.sample_params(rng, 1))
+        compile_s = time.perf_counter() - start
+        draw = {"compiled": 0.0, "interpreted": 0.0}
+        for seed in range(700_000, 700_000 + (4 if quick() else 32)):
+            pair = {"compiled": generate_program(seed), "interpreted": interpreted(seed)}
+            params = pair["compiled"].sample_params(rng, 16)
+            renderer.render(pair["compiled"], params[:1])  # compile outside the timing
+            for name, program in pair.items():
+                begin = time.perf_counter()
+                renderer.render(program, params)
+                draw[name] += time.perf_counter() - begin
+        makers = {name: BlockMaker(BlockConfig("kml_mixup", seed=self.seed, image_size=self.size, **settings))
+                  for name, settings in ENGINE_CONFIGS if name in self.configs}
+        seconds = dict.fromkeys(makers, 0.0)
+        if self.steady:  # make the blocks once untimed: every program and variant compiled in this process
+            for block in range(self.blocks):
+                for maker in makers.values():
+                    maker(block)
+        for block in range(self.blocks):
+            for name, maker in makers.items():
+                begin = time.perf_counter()
+                maker(block)
+                seconds[name] += time.perf_counter() - begin
+        samples = self.blocks * makers["compiled_4"].config.block_size
+        yield {"images_per_s": {name: samples / s for name, s in seconds.items()}, "compile_s": compile_s,
+               "draw_ratio": draw["interpreted"] / draw["compiled"]}
+
+
+def engine_rows(sizes=(64, 224), seed: int = 0) -> list[dict]:
+    """kml_mixup images/s of the interpreted engine with 4, 64 and 128 programs per block against today's
+    compiled engine with 4 fresh programs per block, measured in the same worker process.
+
+    Each size runs twice in new worker processes: the first with every program cold (a machine's first
+    run; the interpreter's own one-off compile is timed apart and not counted), the second with the
+    compiled programs and the interpreter in Mesa's disk cache (a later run of the same configuration,
+    today's steady state). Call with a fresh ``MESA_SHADER_CACHE_DIR`` (``render.main`` sets one) and a
+    ``seed`` whose blocks no earlier row rendered.
+    """
+    rows = []
+    for size in sizes:
+        blocks = 1 if quick() else 4
+        cold, cached = (next(iter(DataLoader(_EngineCosts(size, blocks, seed), batch_size=None, num_workers=1)))
+                        for _ in range(2))
+        baseline = f"compiled, 4 fresh programs per block, {size} px, same process"
+        for name, _ in ENGINE_CONFIGS[1:]:
+            for label, costs, when in (("", cached, "programs in the disk cache (a later run)"),
+                                       ("_first_run", cold, "every compiled program cold (a machine's first run)")):
+                rows.append(row(f"render/engines/{name}_{size}px{label}", costs["images_per_s"][name], "images/s",
+                                f"{baseline}, {when}", costs["images_per_s"]["compiled_4"], image_size=size,
+                                blocks=blocks, process="kml_mixup", note="target ratio >= 0.9 (issue 12)"))
+        rows += [
+            row(f"programs/interpreter_compile_{size}px", 1000 * cold["compile_s"], "ms", "ms of a cached load",
+                1000 * cached["compile_s"], higher_is_better=False,
+                note="the interpreter's one-off compile + JIT + first draw, per worker process and image size"),
+            row(f"programs/interpreted_draw_cost_{size}px", cached["draw_ratio"], "x compiled draw time",
+                "the same programs compiled (1.0)", 1.0, higher_is_better=False,
+                note="llvmpipe runs every case of a uniform switch masked: the sum of all kinds per slot"),
+        ]
+    return rows
+
+
+def engine_steady_rows(size: int = 224, seed: int = 0) -> list[dict]:
+    """A cheaper steady-state comparison for a loaded machine: compiled 4 vs interpreted 128 per block in ONE
+    worker process, each block made once untimed (every program compiled, in the renderer's cache) and then
+    timed; a later run's cost without the disk-cache loads of the compiled programs (~20 ms each)."""
+    costs = next(iter(DataLoader(_EngineCosts(size, 1, seed, ("compiled_4", "interpreted_128"), steady=True),
+                                 batch_size=None, num_workers=1)))
+    speeds = costs["images_per_s"]
+    return [
+        row(f"render/engines/interpreted_128_{size}px_steady", speeds["interpreted_128"], "images/s",
+            f"compiled, 4 fresh programs per block, {size} px, same process, programs compiled",
+            speeds["compiled_4"], image_size=size, blocks=1, process="kml_mixup", note="target ratio >= 0.9 (issue 12)"),
+        row(f"programs/interpreted_draw_cost_{size}px", costs["draw_ratio"], "x compiled draw time",
+            "the same programs compiled (1.0)", 1.0, higher_is_better=False,
+            note="llvmpipe runs every case of a uniform switch masked: the sum of all kinds per slot"),
+    ]
+
+
+if __name__ == "__main__":  # the engine rows alone: python -m benchmarks.render_programs [sizes] (QUICK=1: ~2 min idle)
+    import os
+    import sys
+    import tempfile
+
+    from procedural_perception.core.benchmark_rows import write_rows
+
+    # Arguments: image sizes (default 64 224); "steady" first: only engine_steady_rows (a loaded machine).
+    steady = sys.argv[1:2] == ["steady"]
+    name = "render_engines_steady" if steady else "render_engines"
+    rows = []
+    for size in [int(arg) for arg in sys.argv[1 + steady:]] or [64, 224]:
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["MESA_SHADER_CACHE_DIR"] = cache  # cold programs, inherited by the workers
+            rows += engine_steady_rows(size) if steady else engine_rows((size,))
+        write_rows(name, rows)  # after each size: a long run keeps what it measured

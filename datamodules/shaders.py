@@ -20,10 +20,10 @@ from torch.utils.data import DataLoader
 from procedural_perception.core.config import ConfigError, check_minimums
 
 from .procedural import egl
-from .procedural.blocks import BlockConfig
+from .procedural.blocks import BlockConfig, fresh_program_seeds
 from .procedural.processes import get_process
 from .procedural.program_pool import distinct_programs
-from .procedural.programs import family_weights
+from .procedural.programs import check_engine, family_weights
 from .procedural.sandbox import DRAW_TIMEOUT_S
 from .procedural.stream import ProceduralStream, blocks_per_epoch
 
@@ -41,6 +41,8 @@ class ShaderDataModule(L.LightningDataModule):
     whose draw takes longer is abandoned and replaced, see ``procedural/sandbox.py``), ``rank`` /
     ``world_size`` (override the process group's, for tests and tools). ``families``: program families and
     their weights, e.g. ``{patterns: 1, raymarch: 1}`` (datamodules/procedural/families; None: ``patterns`` only).
+    ``program_engine``: ``compiled`` (each program its own GLSL program) or ``interpreted`` (patterns programs
+    on one shared interpreter shader, no compile per program; other families stay compiled).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class ShaderDataModule(L.LightningDataModule):
         rank: int | None = None,
         world_size: int | None = None,
         families: Mapping[str, float] | None = None,
+        program_engine: str = "compiled",
     ):
         super().__init__()
         default_reuse = get_process(process).default_reuse  # and fail early on a typo
@@ -70,6 +73,10 @@ class ShaderDataModule(L.LightningDataModule):
                        samples_per_epoch=(samples_per_epoch, 1), block_size=(block_size, 1),
                        programs_per_block=(programs_per_block, 1), program_pool=(program_pool, 0), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1),
                        draw_timeout_s=(draw_timeout_s, 0.01))
+        try:
+            check_engine(program_engine)
+        except ValueError as error:
+            raise ConfigError(f"data.program_engine: {error}") from None
         if 0 < program_pool < programs_per_block and shader_dir is None:
             raise ConfigError(
                 f"data.program_pool ({program_pool}) is smaller than data.programs_per_block ({programs_per_block}): "
@@ -80,6 +87,7 @@ class ShaderDataModule(L.LightningDataModule):
             process=process, seed=seed, image_size=image_size, block_size=block_size,
             programs_per_block=programs_per_block, program_pool=program_pool, reuse=default_reuse if reuse is None else reuse,
             shader_dir=shader_dir, draw_timeout_s=draw_timeout_s, families=None if families is None else family_weights(dict(families)),
+            program_engine=program_engine,
         )
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -90,6 +98,8 @@ class ShaderDataModule(L.LightningDataModule):
         self.dataset.batch_size = batch_size
         self.epoch = 0
         self.batches_consumed = 0  # batches handed out in the current epoch
+        self._fresh_seeds: set[int] = set()  # program seeds of blocks 0 .. _fresh_blocks - 1 (program_pool=0)
+        self._fresh_blocks = 0
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
@@ -110,22 +120,36 @@ class ShaderDataModule(L.LightningDataModule):
                                 layout.world_size * max(self.num_workers, 1))
 
     def distinct_programs(self) -> int:
-        """Distinct pool programs in the blocks this run has rendered so far (all ranks and workers).
+        """Distinct programs in the blocks this run has rendered so far (all ranks and workers).
 
         The block schedule is a pure function of (seed, block), so the count follows from the number of
         samples consumed (rounded up to whole blocks; blocks of one pool cycle never share a program, so
         which blocks of the epoch were rendered does not matter), without asking the workers. Programs that replaced
-        failing ones are not counted (workers log their own exact counts). 0 without a pool.
+        failing ones are not counted (workers log their own exact counts). Without a pool, the fresh program
+        seeds of those blocks (:func:`fresh_program_seeds`, gathered incrementally). 0 with ``shader_dir`` or
+        a process without programs.
         """
         cfg = self.config
-        if cfg.program_pool == 0 or cfg.shader_dir is not None:
+        if cfg.shader_dir is not None or get_process(cfg.process).generate is not None:
             return 0
         trainer = getattr(self, "trainer", None)
         world = trainer.world_size if trainer is not None else self.dataset.layout().world_size
         per_epoch = self.blocks_per_epoch() * cfg.block_size
         samples = self.epoch * per_epoch + self.batches_consumed * self.batch_size * world
         blocks = min(-(-samples // cfg.block_size), (self.epoch + 1) * self.blocks_per_epoch())
+        if cfg.program_pool == 0:
+            return self.fresh_distinct_programs(blocks)
         return distinct_programs(cfg.seed, cfg.program_pool, cfg.programs_per_block, blocks)
+
+    def fresh_distinct_programs(self, blocks: int) -> int:
+        """Distinct fresh program seeds of blocks ``0 .. blocks - 1`` (``program_pool=0``), counted incrementally."""
+        cfg = self.config
+        if blocks < self._fresh_blocks:  # asked about fewer blocks than seen (a resume rewound): recount
+            self._fresh_seeds, self._fresh_blocks = set(), 0
+        for block in range(self._fresh_blocks, blocks):
+            self._fresh_seeds.update(int(s) for s in fresh_program_seeds(cfg.seed, block, cfg.programs_per_block))
+        self._fresh_blocks = max(self._fresh_blocks, blocks)
+        return len(self._fresh_seeds)
 
     # ------------------------------------------------------------------ stream position
     def state_dict(self) -> dict:

@@ -28,7 +28,7 @@ import torch
 
 from .processes import get_process
 from .program_pool import block_programs, blocks_per_cycle, pool_program_seed
-from .programs import Program, generate_program
+from .programs import Program, check_engine, generate_program
 from .renderer import Renderer, degenerate
 from .sandbox import DRAW_TIMEOUT_S, SandboxedRenderer
 
@@ -67,8 +67,13 @@ class BlockConfig:
     # Program families and weights as sorted (name, weight) pairs (families.family_weights); None: patterns.
     families: tuple[tuple[str, float], ...] | None = None
     draw_timeout_s: float = DRAW_TIMEOUT_S  # shader_dir only: a longer draw abandons the program (sandbox.py)
+    # "compiled": each program is its own GLSL program (a compile + JIT per program, ~0.55 s on llvmpipe);
+    # "interpreted": patterns programs run on one shared interpreter shader, their structure as uniforms
+    # (no compile per program; other families stay compiled). Same programs, same images (families/pattern_interpreter.py).
+    program_engine: str = "compiled"
 
     def __post_init__(self):
+        check_engine(self.program_engine)
         if self.program_pool < 0:
             raise ValueError(f"program_pool must be >= 0 (0: fresh programs per block), got {self.program_pool}")
         if self.program_pool and self.shader_dir is None:
@@ -89,6 +94,15 @@ class BlockConfig:
     @property
     def reuse_factor(self) -> float:
         return self.block_size * self.ingredients / self.pool_size
+
+
+def fresh_program_seeds(seed: int, block: int, per_block: int) -> np.ndarray:
+    """int64 [per_block]: the program seeds block ``block`` draws first without a pool (``program_pool=0``).
+
+    The same draw as :meth:`BlockMaker._program` at attempt 0 (replacements not included), so a run's
+    distinct-program count follows from its block schedule without rendering.
+    """
+    return np.array([np.random.default_rng([seed, block, slot, 0]).integers(2**31) for slot in range(per_block)])
 
 
 @dataclass
@@ -144,12 +158,12 @@ class BlockMaker:
             return self._folder[int(rng.integers(len(self._folder)))]
         families = None if cfg.families is None else dict(cfg.families)
         if cfg.program_pool == 0:
-            return generate_program(int(rng.integers(2**31)), families)
+            return generate_program(int(rng.integers(2**31)), families, cfg.program_engine)
         if attempt == 0:
             index = int(block_programs(cfg.seed, cfg.program_pool, cfg.programs_per_block, block)[slot])
         else:
             index = int(rng.integers(cfg.program_pool))
-        return generate_program(pool_program_seed(index), families)
+        return generate_program(pool_program_seed(index), families, cfg.program_engine)
 
     def _render_slot(self, block: int, slot: int, draws: int) -> np.ndarray:
         """``draws`` non-degenerate uint8 renders [draws, H, W, 3] of one program slot."""

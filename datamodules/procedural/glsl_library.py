@@ -64,17 +64,20 @@ float fbm_ridged(vec2 p, int octaves, float gain) {
     return sum / norm;
 }
 // Worley cells: x = distance to nearest feature point, y = second nearest, z = id of the nearest cell.
-vec3 cells(vec2 p, float jitter) {
+// The first `count` of the 3 x 3 neighbour cells, row by row (9: all; the interpreter passes 0 when a
+// slot is not cells, so that llvmpipe, which runs unselected branches masked, pays one cell, not nine).
+vec3 cells(vec2 p, float jitter, int count) {
     vec2 i = floor(p), f = fract(p);
     float d1 = 8.0, d2 = 8.0, id = 0.0;
-    for (int y = -1; y <= 1; y++) for (int x = -1; x <= 1; x++) {
-        vec2 o = vec2(x, y);
+    for (int k = 0; k < count; k++) {
+        vec2 o = vec2(k % 3 - 1, k / 3 - 1);
         vec2 h = hash_cell2(i + o);
         float d = length(o + jitter * h - f);
         if (d < d1) { d2 = d1; d1 = d; id = h.x; } else if (d < d2) { d2 = d; }
     }
     return vec3(d1, d2, id);
 }
+vec3 cells(vec2 p, float jitter) { return cells(p, jitter, 9); }
 float waves(vec2 p, float count, float angle, float freq, float phase) {
     float s = 0.0;
     for (int k = 0; k < 5; k++) {

@@ -6,7 +6,7 @@ original 2D grammar and the default). This module keeps the names the engine imp
 
 from __future__ import annotations
 
-from .families import FAMILIES, family_weights, generate_program
+from .families import ENGINES, FAMILIES, check_engine, family_weights, generate_program
 from .families.program import Program
 
-__all__ = ["FAMILIES", "Program", "family_weights", "generate_program"]
+__all__ = ["ENGINES", "FAMILIES", "Program", "check_engine", "family_weights", "generate_program"]

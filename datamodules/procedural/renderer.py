@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import egl
+from .families.pattern_interpreter import MAX_PARAMS
 from .glsl_library import LIBRARY
 from .programs import Program
 from .shadertoy import SHADERTOY_PREAMBLE
@@ -64,6 +65,10 @@ def program_header(num_params: int, size: int) -> str:
 
 def full_source(program: Program, size: int) -> str:
     """The complete fragment shader source of ``program`` for ``size`` x ``size`` images."""
+    if program.structure is not None:  # the interpreter: fixed uniform sizes, the structure in u_struct
+        header = program_header(MAX_PARAMS, size) + (
+            f"#define NUM_STRUCT {len(program.structure)}\nuniform int u_struct[NUM_STRUCT];\n#define S(i) u_struct[i]\n")
+        return header + LIBRARY + program.source + GRAMMAR_MAIN
     header = program_header(program.num_params, size)
     if program.kind == "shadertoy":
         return header + SHADERTOY_PREAMBLE + program.source + "\n"
@@ -84,6 +89,7 @@ class _Compiled:
     handle: int
     params_location: int
     origin_location: int
+    struct_location: int = -1  # the interpreter's u_struct
 
 
 class Renderer:
@@ -166,9 +172,10 @@ class Renderer:
     def compile(self, program: Program) -> _Compiled | None:
         """Compile and link ``program`` (cached); ``None`` (logged, counted) when the driver rejects it."""
         self._ensure_gl()
-        if program.name in self._cache:
-            self._cache.move_to_end(program.name)
-            return self._cache[program.name]
+        key = program.compile_key
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
         from OpenGL import GL
 
         compiled = None
@@ -181,14 +188,15 @@ class Renderer:
             GL.glDeleteShader(shader)
             if GL.glGetProgramiv(handle, GL.GL_LINK_STATUS):
                 compiled = _Compiled(handle, GL.glGetUniformLocation(handle, "u_params"),
-                                     GL.glGetUniformLocation(handle, "u_origin"))
+                                     GL.glGetUniformLocation(handle, "u_origin"),
+                                     GL.glGetUniformLocation(handle, "u_struct"))
             else:
                 log.warning("program %s failed to link: %s", program.name, GL.glGetProgramInfoLog(handle))
                 GL.glDeleteProgram(handle)
         if compiled is None:
             self.compile_failures += 1
             log.warning("program %s skipped (compile failure); the caller replaces it", program.name)
-        self._cache[program.name] = compiled
+        self._cache[key] = compiled
         while len(self._cache) > self.cache_size:
             _, old = self._cache.popitem(last=False)
             if old is not None:
@@ -208,6 +216,8 @@ class Renderer:
         tiles, tiles_x, tiles_y = self._grid(program)
         self._framebuffer(tiles_x, tiles_y)
         GL.glUseProgram(compiled.handle)
+        if program.structure is not None and compiled.struct_location >= 0:  # once per program, not per image
+            GL.glUniform1iv(compiled.struct_location, len(program.structure), program.structure.astype(np.int32))
         k = max(program.num_params, 1)
         n = len(params)
         out = np.empty((n, self.size, self.size, 3), dtype=np.uint8)

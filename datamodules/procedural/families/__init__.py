@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from . import flat, ifs, leaves, patterns, raymarch, spectral
+from . import flat, ifs, leaves, pattern_interpreter, patterns, raymarch, spectral
 from .program import Program
 
 FAMILIES: dict[str, Callable[[int], Program]] = {
@@ -29,6 +29,21 @@ FAMILIES: dict[str, Callable[[int], Program]] = {
     "spectral": spectral.generate,
     "flat": flat.generate,
 }
+
+
+# How a program reaches the GPU: ``compiled`` (its own GLSL program) or ``interpreted`` (the shared interpreter
+# of :mod:`.pattern_interpreter` with the program's structure as uniforms: no compile per program). Only
+# ``patterns`` has an interpreter; the other families stay compiled under either engine.
+ENGINES = ("compiled", "interpreted")
+INTERPRETED_FAMILIES = {"patterns": pattern_interpreter.interpreted}
+
+
+def check_engine(engine: str) -> str:
+    """``engine`` if valid, else a ValueError naming the valid ones."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown program engine {engine!r}; choose one of {', '.join(ENGINES)} "
+                         "(data.program_engine=interpreted renders patterns programs without compiling each)")
+    return engine
 
 
 def family_weights(families: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
@@ -60,10 +75,15 @@ def choose_family(seed: int, families: Mapping[str, float] | None = None) -> str
     return pairs[min(index, len(pairs) - 1)][0]  # min: the cumulative sum may end a rounding below 1
 
 
-def generate_program(seed: int, families: Mapping[str, float] | None = None) -> Program:
+def generate_program(seed: int, families: Mapping[str, float] | None = None, engine: str = "compiled") -> Program:
     """The program of ``seed`` (any non-negative int) drawn from ``families`` (name -> weight; None: patterns).
 
     Same (seed, families), same source and ranges. A family's program of a seed does not depend on the
-    weights: only which family is asked does.
+    weights: only which family is asked does. ``engine="interpreted"``: a family with an interpreter
+    (``patterns``) returns the same program as a structure for the shared interpreter (same name and
+    parameter ranges, the same images); the others return their compiled program.
     """
-    return FAMILIES[choose_family(seed, families)](seed)
+    family = choose_family(seed, families)
+    if check_engine(engine) == "interpreted" and family in INTERPRETED_FAMILIES:
+        return INTERPRETED_FAMILIES[family](seed)
+    return FAMILIES[family](seed)

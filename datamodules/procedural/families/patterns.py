@@ -14,218 +14,232 @@ Every continuous parameter is a *uniform* ``P(i)`` with a range (:class:`Program
 one compiled program yields many distinct images: the renderer draws a fresh parameter vector for
 each image. Structural choices (which nodes, octave counts) are baked into the source by the seed.
 Costs of noise evaluations are budgeted so that every program renders at a similar speed.
+
+Each node kind (template, parameter ranges, weight, cost) is one entry of the tables in
+:mod:`.pattern_nodes`; this module is the grammar that chooses among them. The same walk records the
+program's *structure* (:class:`Structure`: the kinds chosen, where their parameters start, the structural
+integers), from which the interpreted engine (:mod:`.pattern_interpreter`) renders the same program
+with one shared compiled shader.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from . import pattern_nodes as nodes
 from .builder import Builder
 from .program import Program
 
 # Per-pixel cost budget in "noise evaluations" (one lattice-noise octave = 1). Keeps the slowest
 # programs within ~3x of the average so that a block's render time is predictable.
 COST_BUDGET = 9.0
-# Maximum nesting of combinators: depth 2 already gives up to 4 primitives per image.
+# Maximum nesting of combinators: depth 2 already gives up to 4 primitives per image (7 with masks).
 MAX_DEPTH = 2
 
 
+@dataclass
+class Structure:
+    """A program's structure as the grammar drew it, for the interpreter (:mod:`.pattern_interpreter`).
+
+    Transforms are ``(kind, param offset, integer)``; every ``*_off`` is the index of the node's first
+    parameter in the program's parameter vector; fields are referred to as ``("prim", i)`` / ``("comb", i)``.
+    """
+
+    frame_off: int = 0
+    global_transforms: list = field(default_factory=list)
+    prims: list = field(default_factory=list)  # dicts, see _primitive
+    combs: list = field(default_factory=list)  # dicts: kind, off, a, b, m
+    colours: list = field(default_factory=list)  # (kind, off, field)
+    layering: tuple = ("single", 0, None, None)  # (kind, off, s field, m field)
+    root: tuple | None = None  # the main field
+    pending: list = field(default_factory=list)  # transforms drawn for the next primitive
+    refs: dict = field(default_factory=dict)  # GLSL variable name -> field
+
+
+class _Walk(Builder):
+    """The builder plus the structure being recorded."""
+
+    def __init__(self, rng: np.random.Generator):
+        super().__init__(rng, COST_BUDGET)
+        self.structure = Structure()
+
+    def params(self, specs: tuple) -> tuple[list[str], int]:
+        """Allocate parameters ``specs`` (see :mod:`.pattern_nodes`): their GLSL texts and first index."""
+        offset = len(self.low)
+        texts = []
+        for spec in specs:
+            dims = spec[2] if len(spec) == 3 else 1
+            texts.append({1: self.param, 2: self.vec2, 3: self.vec3}[dims](spec[0], spec[1]))
+        return texts, offset
+
+    def emit(self, node: nodes.Node, *, shared: list[str] = (), integer: int = 0, **inputs) -> tuple[str, int]:
+        """``node``'s template filled with freshly allocated parameters (after ``shared`` ones): (text, offset)."""
+        texts, offset = self.params(node.params)
+        return node.template.format(*shared, *texts, i0=str(integer), f0=f"{integer}.0", **inputs), offset
+
+    def pick(self, group: nodes.Group) -> str:
+        return self.choice(group.names, group.weights)
+
+
 # ----------------------------------------------------------------------------- coordinate transforms
-def _transform(b: Builder, q: str) -> str:
+def _transform(b: _Walk, q: str) -> str:
     """One coordinate transform of the vec2 ``q``; returns the new variable."""
-    kinds = ["rotate", "scale", "polar", "log_polar", "tile", "mirror", "kaleido", "swirl", "ripple", "warp"]
-    weights = [2, 1, 1, 0.7, 1, 1.2, 1.6, 1, 1, 1.6]
-    kind = b.choice(kinds, weights)
-    if kind == "warp" and not b.afford(6):
+    kind = b.pick(nodes.TRANSFORMS)
+    if kind == "warp" and not b.afford(nodes.WARP_AFFORD):
         kind = "ripple"
-    if kind == "rotate":
-        return b.let("vec2", f"rot({b.param(0.0, 6.2832)}) * {q}")
-    if kind == "scale":
-        return b.let("vec2", f"{q} * {b.vec2(0.5, 2.0)} + {b.vec2(-0.5, 0.5)}")
-    if kind == "polar":
-        # The angular coordinate is scaled by an integer so the seam at +-pi stays continuous.
-        n = int(b.rng.integers(1, 7))
-        return b.let("vec2", f"vec2(atan({q}.y, {q}.x) * {n}.0 / PI, length({q}) * {b.param(0.8, 3.0)})")
-    if kind == "log_polar":
-        n = int(b.rng.integers(1, 7))
-        return b.let("vec2", f"vec2(atan({q}.y, {q}.x) * {n}.0 / PI, log(length({q}) + 1e-3) * {b.param(0.5, 2.0)})")
-    if kind == "tile":
-        return b.let("vec2", f"(fract({q} * {b.param(0.8, 2.5)} + 0.5) - 0.5) * 2.0")
-    if kind == "mirror":
-        return b.let("vec2", f"mirror_tile({q}, {b.param(0.8, 2.5)}) * 2.0")
-    if kind == "kaleido":
-        return b.let("vec2", f"kaleido(rot({b.param(0.0, 6.2832)}) * {q}, {b.param(3.0, 12.99)})")
-    if kind == "swirl":
-        return b.let("vec2", f"rot({b.param(-3.0, 3.0)} * exp(-dot({q}, {q}) * {b.param(0.5, 2.0)})) * {q}")
-    if kind == "ripple":
-        return b.let("vec2", f"{q} + {b.param(0.02, 0.2)} * sin({q}.yx * {b.param(2.0, 12.0)} + {b.param(0.0, 6.2832)})")
-    # Domain warping: displace by a vector of two fbm fields.
-    octaves = int(b.rng.integers(2, 4))
-    b.cost += 2 * octaves
-    f, o1, o2 = b.param(0.5, 2.0), b.vec2(0.0, 50.0), b.vec2(0.0, 50.0)
-    return b.let(
-        "vec2",
-        f"{q} + {b.param(0.2, 1.2)} * (vec2(fbm_grad({q} * {f} + {o1}, {octaves}, 0.5), "
-        f"fbm_grad({q} * {f} + {o2}, {octaves}, 0.5)) - 0.5)",
-    )
+    integer = 0
+    if kind in ("polar", "log_polar"):
+        integer = int(b.rng.integers(*nodes.POLAR_N))
+    elif kind == "warp":  # domain warping: displace by a vector of two fbm fields
+        integer = int(b.rng.integers(*nodes.WARP_OCTAVES))
+        b.cost += nodes.TRANSFORMS.kinds["warp"].cost * integer
+    text, offset = b.emit(nodes.TRANSFORMS.kinds[kind], integer=integer, x=q)
+    b.structure.pending.append((kind, offset, integer))
+    return b.let("vec2", text)
 
 
-def _coordinates(b: Builder, q: str, max_steps: int) -> str:
+def _coordinates(b: _Walk, q: str, max_steps: int) -> str:
     for _ in range(int(b.rng.integers(0, max_steps + 1))):
         q = _transform(b, q)
     return q
 
 
 # ----------------------------------------------------------------------------- pattern primitives
-def _shape(b: Builder, q: str) -> str:
+def _shape(b: _Walk, q: str, record: dict) -> str:
     """A signed distance (float expression) of one simple shape around the origin."""
-    kind = b.choice(["circle", "box", "polygon", "star", "ring", "segment"])
-    c = b.let("vec2", f"rot({b.param(0.0, 6.2832)}) * ({q} - {b.vec2(-0.4, 0.4)})")
-    if kind == "circle":
-        return f"sd_circle({c}, {b.param(0.15, 0.8)})"
-    if kind == "box":
-        return f"sd_box({c}, {b.vec2(0.1, 0.7)}, {b.param(0.0, 0.1)})"
-    if kind == "polygon":
-        return f"sd_polygon({c}, {b.param(0.15, 0.7)}, {b.param(3.0, 8.99)})"
-    if kind == "star":
-        return f"sd_star({c}, {b.param(0.3, 0.9)}, {b.param(3.0, 9.99)}, {b.param(0.2, 0.7)})"
-    if kind == "ring":
-        return f"sd_ring({c}, {b.param(0.2, 0.8)}, {b.param(0.02, 0.15)})"
-    return f"sd_segment({c}, {b.param(0.2, 0.8)}, {b.param(0.02, 0.15)})"
+    kind = b.pick(nodes.SHAPES)
+    text, frame_off = b.emit(nodes.SHAPE_FRAME, x=q)
+    c = b.let("vec2", text)
+    text, shape_off = b.emit(nodes.SHAPES.kinds[kind], x=c)
+    record["shapes"].append((kind, frame_off, shape_off))
+    return text
 
 
-def _sdf_field(b: Builder, q: str) -> str:
-    d = b.let("float", _shape(b, q))
-    if b.rng.random() < 0.6:  # boolean / smooth combination with a second shape
-        e = b.let("float", _shape(b, q))
-        op = b.choice(["min", "max", "sub", "smin", "smax"])
-        k = b.param(0.05, 0.4)
-        expr = {"min": f"min({d}, {e})", "max": f"max({d}, {e})", "sub": f"max({d}, -{e})",
-                "smin": f"smin({d}, {e}, {k})", "smax": f"smax({d}, {e}, {k})"}[op]
-        d = b.let("float", expr)
-    # Iso-lines of the distance vary everywhere; filled shapes and glows are laid over a faint copy of
-    # them, so a small shape never leaves a flat, degenerate background.
-    iso = f"(0.5 + 0.5 * cos({d} * {b.param(8.0, 35.0)} + {b.param(0.0, 6.2832)}))"
-    mapping = b.choice(["fill", "isolines", "glow"], [1, 1.2, 0.8])
-    if mapping == "fill":
-        w = b.param(0.005, 0.08)
-        return f"mix({iso}, smoothstep({w}, -{w}, {d}), {b.param(0.6, 0.85)})"
-    if mapping == "isolines":
-        return iso
-    return f"mix({iso}, exp(-abs({d}) * {b.param(2.0, 10.0)}), {b.param(0.6, 0.85)})"
+def _sdf_field(b: _Walk, q: str, record: dict) -> str:
+    d = b.let("float", _shape(b, q, record))
+    if b.rng.random() < nodes.SECOND_SHAPE:  # boolean / smooth combination with a second shape
+        e = b.let("float", _shape(b, q, record))
+        op = b.pick(nodes.SHAPE_OPS)
+        shared, record["op_off"] = b.params(nodes.SHAPE_OPS.shared)
+        record["op"] = op
+        d = b.let("float", nodes.SHAPE_OPS.kinds[op].template.format(*shared, a=d, b=e))
+    iso, record["iso_off"] = b.emit(nodes.ISO, d=d)
+    mapping = b.pick(nodes.SDF_MAPPINGS)
+    text, record["mapping_off"] = b.emit(nodes.SDF_MAPPINGS.kinds[mapping], iso=iso, d=d)
+    record["mapping"] = mapping
+    return text
 
 
-def _primitive(b: Builder, q: str) -> str:
+def _primitive(b: _Walk, q: str) -> str:
     """A scalar pattern field (float variable, roughly in [0, 1]) on coordinates ``q``."""
-    kinds = ["fbm", "ridged", "cells", "waves", "stripes", "rings", "checkers", "sdf"]
-    weights = [1.6, 1.0, 1.3, 1.0, 0.7, 0.7, 0.5, 1.6]
-    kind = b.choice(kinds, weights)
+    record = {"transforms": b.structure.pending, "shapes": [], "readout": "nearest", "readout_off": 0, "op": "min",
+              "op_off": 0, "iso_off": 0, "mapping": "isolines", "mapping_off": 0, "integer": 0, "off": 0,
+              "shaping": "none", "shaping_off": 0}
+    b.structure.pending = []
+    kind = b.pick(nodes.PRIMITIVES)
     if kind in ("fbm", "ridged") and not b.afford(2):
         kind = "sdf"
-    if kind == "cells" and not b.afford(3):
+    if kind == "cells" and not b.afford(nodes.PRIMITIVES.kinds["cells"].cost):
         kind = "waves"
+    b.cost += nodes.PRIMITIVES.kinds[kind].cost if kind not in ("fbm", "ridged") else 0.0
     if kind in ("fbm", "ridged"):
-        octaves = int(min(b.rng.integers(2, 6), COST_BUDGET - b.cost))
-        b.cost += octaves * (1.2 if kind == "ridged" else 1.0)
-        fn = "fbm_ridged" if kind == "ridged" else b.choice(["fbm_grad", "fbm_value"])
-        expr = f"{fn}({q} * {b.param(0.8, 3.0)} + {b.vec2(0.0, 50.0)}, {octaves}, {b.param(0.4, 0.65)})"
-        if fn == "fbm_grad":  # gradient fbm concentrates around 0.5: stretch its contrast
-            expr = f"clamp(({expr} - 0.5) * 1.8 + 0.5, 0.0, 1.0)"
+        octaves = int(min(b.rng.integers(*nodes.OCTAVES), COST_BUDGET - b.cost))
+        b.cost += octaves * nodes.PRIMITIVES.kinds[kind].cost
+        variant = "ridged" if kind == "ridged" else b.pick(nodes.FBM)
+        node = nodes.PRIMITIVES.kinds["ridged"] if kind == "ridged" else nodes.FBM.kinds[variant]
+        expr, record["off"] = b.emit(node, integer=octaves, x=q)
+        kind, record["integer"] = variant, octaves
     elif kind == "cells":
-        b.cost += 3
-        v = b.let("vec3", f"cells({q} * {b.param(1.5, 5.0)} + {b.vec2(0.0, 50.0)}, {b.param(0.5, 1.0)})")
-        expr = b.choice([f"clamp({v}.x, 0.0, 1.0)", f"smoothstep(0.0, {b.param(0.05, 0.4)}, {v}.y - {v}.x)", f"{v}.z",
-                         f"clamp({v}.x * {v}.y * 1.5, 0.0, 1.0)"])
-    elif kind == "waves":
-        b.cost += 0.5
-        expr = f"waves({q}, {b.param(2.0, 5.99)}, {b.param(0.0, 6.2832)}, {b.param(3.0, 14.0)}, {b.param(0.0, 6.2832)})"
-    elif kind == "stripes":
-        expr = f"0.5 + 0.5 * sin({q}.x * {b.param(3.0, 18.0)} + {b.param(0.0, 6.2832)})"
-    elif kind == "rings":
-        expr = f"0.5 + 0.5 * sin(length({q}) * {b.param(4.0, 24.0)} - {b.param(0.0, 6.2832)})"
-    elif kind == "checkers":
-        f, w = b.param(2.0, 9.0), b.param(0.05, 0.5)
-        expr = f"smoothstep(-{w}, {w}, sin({q}.x * {f}) * sin({q}.y * {f}))"
+        text, record["off"] = b.emit(nodes.PRIMITIVES.kinds["cells"], x=q)
+        v = b.let("vec3", text)
+        shared, record["readout_off"] = b.params(nodes.CELL_READOUTS.shared)
+        record["readout"] = b.pick(nodes.CELL_READOUTS)
+        expr = nodes.CELL_READOUTS.kinds[record["readout"]].template.format(*shared, v=v)
+    elif kind == "sdf":
+        expr = _sdf_field(b, q, record)
     else:
-        b.cost += 0.5
-        expr = _sdf_field(b, q)
+        expr, record["off"] = b.emit(nodes.PRIMITIVES.kinds[kind], x=q)
+    record["kind"] = kind
     t = b.let("float", expr)
     # Distance fields are already shaped (fills, lines, glows); a threshold could erase a small shape.
-    return t if kind == "sdf" else _shape_values(b, t)
+    if kind != "sdf":
+        t = _shape_values(b, t, record)
+    b.structure.prims.append(record)
+    b.structure.refs[t] = ("prim", len(b.structure.prims) - 1)
+    return t
 
 
-def _shape_values(b: Builder, t: str) -> str:
+def _shape_values(b: _Walk, t: str, record: dict) -> str:
     """Sometimes reshape a field's values: contrast curves, thresholds, banding, folding."""
-    op = b.choice(["none", "gamma", "threshold", "bands", "fold", "invert"], [3, 1, 1, 0.8, 0.7, 0.5])
+    op = b.pick(nodes.SHAPING)
+    record["shaping"] = op
     if op == "none":
         return t
-    if op == "gamma":
-        return b.let("float", f"pow(clamp({t}, 0.0, 1.0), {b.param(0.4, 2.5)})")
-    if op == "threshold":  # near the middle and not too sharp: fields rarely span all of [0, 1]
-        c, w = b.param(0.4, 0.6), b.param(0.04, 0.2)
-        return b.let("float", f"smoothstep({c} - {w}, {c} + {w}, {t})")
-    if op == "bands":
-        return b.let("float", f"fract({t} * {b.param(1.5, 5.0)})")
-    if op == "fold":
-        return b.let("float", f"abs(2.0 * {t} - 1.0)")
-    return b.let("float", f"1.0 - {t}")
+    text, record["shaping_off"] = b.emit(nodes.SHAPING.kinds[op], t=t)
+    return b.let("float", text)
 
 
-def _field(b: Builder, q: str, depth: int) -> str:
+def _field(b: _Walk, q: str, depth: int) -> str:
     """A scalar field: a primitive, or a combinator of sub-fields (recursively, up to ``depth``)."""
-    if depth == 0 or b.rng.random() < 0.35 or not b.afford(1):
+    if depth == 0 or b.rng.random() < nodes.SPLIT or not b.afford(1):
         return _primitive(b, _coordinates(b, q, 2))
     a = _field(b, q, depth - 1)
     c = _field(b, q, depth - 1)
-    op = b.choice(["mix", "mul", "max", "min", "screen", "diff", "mask"], [1.2, 1, 0.8, 0.8, 0.8, 0.6, 1.4])
+    refs = b.structure.refs
+    op = b.pick(nodes.COMBINATORS)
     if op == "mask" and b.afford(1):
         m = _field(b, q, 0)
-        th, w = b.param(0.35, 0.65), b.param(0.01, 0.2)
-        return b.let("float", f"mix({a}, {c}, smoothstep({th} - {w}, {th} + {w}, {m}))")
-    expr = {
-        "mix": f"mix({a}, {c}, {b.param(0.2, 0.8)})",
-        # Products and minima of two sparse fields can be almost empty: keep a quarter of the mean.
-        "mul": f"mix(sqrt(max({a} * {c}, 0.0)), 0.5 * ({a} + {c}), 0.25)",
-        "max": f"max({a}, {c})",
-        "min": f"mix(min({a}, {c}), 0.5 * ({a} + {c}), 0.25)",
-        "screen": f"1.0 - (1.0 - {a}) * (1.0 - {c})",
-        "diff": f"abs({a} - {c})",
-        "mask": f"mix({a}, {c}, {b.param(0.2, 0.8)})",
-    }[op]
-    return b.let("float", expr)
+        text, offset = b.emit(nodes.MASK, a=a, b=c, m=m)
+        record = {"kind": "masked", "off": offset, "a": refs[a], "b": refs[c], "m": refs[m]}
+    else:
+        shared, offset = b.params(nodes.COMBINATORS.shared)
+        text = nodes.COMBINATORS.kinds[op].template.format(*shared, a=a, b=c)
+        record = {"kind": op, "off": offset, "a": refs[a], "b": refs[c], "m": refs[a]}
+    name = b.let("float", text)
+    b.structure.combs.append(record)
+    refs[name] = ("comb", len(b.structure.combs) - 1)
+    return name
 
 
 # ----------------------------------------------------------------------------- colour
-def _colour(b: Builder, t: str) -> str:
-    kind = b.choice(["cosine", "hsv", "gradient"], [1.6, 1, 1])
-    if kind == "cosine":
-        expr = (f"cosine_palette({t}, {b.vec3(0.3, 0.7)}, {b.vec3(0.2, 0.5)}, "
-                f"{b.vec3(0.3, 1.5)}, {b.vec3(0.0, 1.0)})")
-    elif kind == "hsv":
-        expr = (f"hsv2rgb(vec3({b.param(0.0, 1.0)} + {b.param(-0.8, 0.8)} * {t}, {b.param(0.4, 1.0)}, "
-                f"mix({b.param(0.15, 0.6)}, 1.0, {t})))")
-    else:
-        expr = f"gradient_map({t}, {b.vec3(0.0, 0.4)}, {b.vec3(0.0, 1.0)}, {b.vec3(0.0, 1.0)}, {b.vec3(0.6, 1.0)})"
-    return b.let("vec3", expr)
+def _colour(b: _Walk, t: str) -> str:
+    kind = b.pick(nodes.COLOURS)
+    text, offset = b.emit(nodes.COLOURS.kinds[kind], t=t)
+    b.structure.colours.append((kind, offset, b.structure.refs[t]))
+    return b.let("vec3", text)
 
 
-def generate(seed: int) -> Program:
-    """The ``patterns`` program of ``seed`` (any non-negative int): same seed, same source and ranges."""
-    b = Builder(np.random.default_rng([int(seed), 0x5EED]), COST_BUDGET)
-    q = b.let("vec2", f"rot({b.param(0.0, 6.2832)}) * p * {b.param(0.6, 1.5)} + {b.vec2(-0.5, 0.5)}")
+def walk(seed: int) -> tuple[Program, Structure]:
+    """The compiled ``patterns`` program of ``seed`` and the structure the grammar drew for it."""
+    b = _Walk(np.random.default_rng([int(seed), 0x5EED]))
+    text, b.structure.frame_off = b.emit(nodes.FRAME, x="p")
+    q = b.let("vec2", text)
     # A global transform chain shared by every layer gives the whole image one symmetry / flow.
     q = _coordinates(b, q, 2)
+    b.structure.global_transforms, b.structure.pending = b.structure.pending, []
     t = _field(b, q, MAX_DEPTH)
+    b.structure.root = b.structure.refs[t]
     col = _colour(b, t)
-    layering = b.choice(["single", "shade", "layer"], [1, 1.2, 1.2])
+    layering = b.pick(nodes.LAYERINGS)
+    s = m = None
+    col2 = col
     if layering == "shade":  # a second field modulates brightness, like lighting
         s = _field(b, q, 0)
-        col = b.let("vec3", f"{col} * mix({b.param(0.3, 0.8)}, 1.2, {s})")
     elif layering == "layer":  # a second coloured layer pasted through a soft mask
         s = _field(b, q, 1)
         col2 = _colour(b, s)
         m = _field(b, q, 0)
-        th, w = b.param(0.3, 0.7), b.param(0.01, 0.2)
-        col = b.let("vec3", f"mix({col}, {col2}, smoothstep({th} - {w}, {th} + {w}, {m}))")
+    if layering != "single":
+        refs = b.structure.refs
+        text, offset = b.emit(nodes.LAYERINGS.kinds[layering], col=col, col2=col2, s=s, m=m)
+        b.structure.layering = (layering, offset, refs[s], None if m is None else refs[m])
+        col = b.let("vec3", text)
     # The name predates the families (the renderer caches compiled programs by name).
-    return b.program(f"grammar-{seed}", "patterns", col)
+    return b.program(f"grammar-{seed}", "patterns", col), b.structure
+
+
+def generate(seed: int) -> Program:
+    """The ``patterns`` program of ``seed`` (any non-negative int): same seed, same source and ranges."""
+    return walk(seed)[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,9 @@ class Program:
     ``kind`` is ``"grammar"`` (``source`` defines ``vec3 image(vec2 p)``, possibly after helper functions of
     its own) or ``"shadertoy"`` (``source`` defines ``mainImage``). ``low``/``high``: float32 [K] ranges of
     the K uniform parameters ``P(0..K-1)``. ``family``: the generator family that wrote it (see
-    :data:`datamodules.procedural.families.FAMILIES`), ``"shadertoy"`` for loaded files.
+    :data:`datamodules.procedural.families.FAMILIES`), ``"shadertoy"`` for loaded files. ``structure``: None for
+    a program compiled on its own; for the interpreted engine, the int32 vector uploaded as ``u_struct`` that
+    selects what the shared ``source`` (the interpreter, :mod:`.pattern_interpreter`) computes.
     """
 
     name: str
@@ -23,6 +26,12 @@ class Program:
     low: np.ndarray = field(repr=False)
     high: np.ndarray = field(repr=False)
     family: str = "patterns"
+    structure: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def compile_key(self) -> str:
+        """What a compiled GL program is cached under: the program itself, or the shared interpreter (variant)."""
+        return self.name if self.structure is None else f"{self.family}-interpreter-{zlib.crc32(self.source.encode()):08x}"
 
     @property
     def num_params(self) -> int:
