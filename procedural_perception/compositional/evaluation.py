@@ -158,30 +158,45 @@ def slot_usage(model, images: torch.Tensor, n_objects: int | None = None, batch_
 
 def evaluate_compositional(model, id_fit, id_eval, ood, n_shapes: int, search: bool = False,
                            search_scenes: int | None = None, readout: str = "mlp", readout_steps: int = 400,
-                           seed: int = 0, **search_options) -> dict[str, float]:
+                           seed: int = 0, search_fit_scenes: int = 0, **search_options) -> dict[str, float]:
     """Fit a readout on the encoder's ``id_fit`` slots, score it on ``id_eval`` and ``ood``.
 
     The sets are ``SpriteScenes`` (``.images``, ``.unit_latents``). Keys: ``id/<score>`` and
     ``ood/<score>`` (R^2 per factor, ``r2/mean``, ``shape_acc``, and ``recon`` for models with a
     decoder). With ``search``, also ``search/id/<score>`` and ``search/ood/<score>``: the first
-    ``search_scenes`` scenes (all if None) with slots refined by ``model.infer(..., search=True,
-    **search_options)`` (within the range of the ID slots) and scored by the same readout, unchanged. ``readout_steps``: Adam steps of
-    the readout fit.
+    ``search_scenes`` scenes (all if None: the same scenes as the encoder rows) with slots refined by
+    MAP search, ``model.infer(..., search=True, **search_options)``, each slot kept within its own ID
+    range and stepped in units of its ID spread, scored by the same readout, unchanged. With
+    ``search_fit_scenes > 0`` also ``search_fit/<split>/<score>``: a second readout fitted on the
+    search-inferred slots of that many ``id_fit`` scenes (the readout then sees the kind of slots it
+    is applied to). ``readout_steps``: Adam steps of each readout fit.
     """
     model.eval()
     id_slots = infer_slots(model, id_fit.images)
     fitted = fit_slot_readout(id_slots, id_fit.unit_latents, n_shapes, kind=readout, steps=readout_steps, seed=seed)
     if search:
-        # The search stays inside the box of ID latents, where the decoder and the readout were fitted.
-        search_options = {"bounds": (id_slots.amin(dim=(0, 1)), id_slots.amax(dim=(0, 1))), **search_options}
+        # Each slot stays inside its own box of ID latents, where the decoder and the readout were fitted.
+        search_options = {"bounds": (id_slots.amin(dim=0), id_slots.amax(dim=0)), "scale": id_slots.std(dim=0),
+                          **search_options}
     results: dict[str, float] = {}
+    searched: dict[str, torch.Tensor] = {}
     modes = [("", False, None)] + ([("search/", True, search_scenes)] if search else [])
     for prefix, refine, n in modes:
         for split, data in (("id", id_eval), ("ood", ood)):
             images, latents = data.images[:n], data.unit_latents[:n]
             slots = infer_slots(model, images, search=refine, **(search_options if refine else {}))
+            if refine:
+                searched[split] = slots
             scores = score_slot_readout(fitted, slots, latents, n_shapes)
             results.update({f"{prefix}{split}/{k}": v for k, v in scores.items()})
             if hasattr(model, "render"):
                 results[f"{prefix}{split}/recon"] = reconstruction_error(model, images, slots)
+    if search and search_fit_scenes > 0:
+        fit_set = id_fit.head(search_fit_scenes)
+        fit_slots = infer_slots(model, fit_set.images, search=True, **search_options)
+        refitted = fit_slot_readout(fit_slots, fit_set.unit_latents, n_shapes, kind=readout, steps=readout_steps,
+                                    seed=seed)
+        for split, data in (("id", id_eval), ("ood", ood)):
+            scores = score_slot_readout(refitted, searched[split], data.unit_latents[:search_scenes], n_shapes)
+            results.update({f"search_fit/{split}/{k}": v for k, v in scores.items()})
     return results
