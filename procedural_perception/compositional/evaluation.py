@@ -134,6 +134,15 @@ def reconstruction_error(model, images: torch.Tensor, slots: torch.Tensor, batch
 
 
 @torch.no_grad()
+def recon_ratio(model, images: torch.Tensor, batch_size: int = 256) -> float:
+    """Reconstruction error of the posterior means over the error of an all-black prediction
+    (``mean(images^2)``) on ``images [N, 3, S, S]``: 1 draws nothing, 0 is perfect. The criterion that a
+    decoder reproduces its training distribution before its OOD scores mean anything is <= 0.10."""
+    slots = infer_slots(model, images, batch_size=batch_size)
+    return reconstruction_error(model, images, slots, batch_size) / float((images**2).mean())
+
+
+@torch.no_grad()
 def slot_usage(model, images: torch.Tensor, n_objects: int | None = None, batch_size: int = 256) -> dict[str, float]:
     """How the decoder's pixels share the slots on ``images [N, 3, S, S]`` (models with ``decode``).
 

@@ -96,6 +96,11 @@ class SlotVAE(lightning.LightningModule):
         if not 1 <= n_objects <= n_slots:
             raise ValueError(f"n_objects must be in [1, n_slots={n_slots}], got {n_objects}; "
                              "use n_slots = objects + 1 for a background slot.")
+        fractions = {"alpha_start": alpha_start, "alpha_warmup": alpha_warmup, "replay_start": replay_start,
+                     "collapse_check_start": collapse_check_start}
+        outside = {k: v for k, v in fractions.items() if not 0 <= v <= 1}
+        if outside:
+            raise ValueError(f"{outside} must be fractions of training in [0, 1].")
         if search_prior not in ("standard", "encoder"):
             raise ValueError(f"search_prior must be 'standard' or 'encoder', got {search_prior!r}.")
         self.save_hyperparameters()
