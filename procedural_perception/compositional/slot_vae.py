@@ -18,8 +18,9 @@ al.) or "alpha" (``alpha_decoder.py``: each slot decoded alone, alpha masks norm
 Wiedemer et al.). ``n_slots`` may exceed ``n_objects`` (a background slot: ``n_objects + 1``).
 
 Collapse monitor: the min slot share of each batch (``slot_share.py``) is logged; once
-``collapse_check_start`` of training has passed, a running mean below ``min_slot_share`` stops the
-run with a message saying why and what to change (``collapsed_at_step`` records the step).
+``collapse_check_start`` of training has passed and the decoder draws the objects (running
+reconstruction ratio below ``DRAWS_OBJECTS_RATIO``), a running mean below ``min_slot_share`` stops
+the run with a message saying why and what to change (``collapsed_at_step`` records the step).
 
 Two ways to invert the decoder on out-of-distribution images:
 
@@ -44,8 +45,11 @@ from procedural_perception.compositional.slot_decoder import SlotDecoder
 from procedural_perception.compositional.slot_encoder import build_slot_encoder
 from procedural_perception.compositional.slot_share import min_slot_share
 
-# Smoothing of the per-batch min slot share before it is compared with the threshold.
+# Smoothing of the per-batch min slot share (and reconstruction ratio) before they are compared with thresholds.
 SHARE_DECAY = 0.9
+# The share says nothing before the decoder draws objects: it is only checked once the running reconstruction
+# ratio (recon / all-black error of the batch) is below this (a decoder that draws the objects at all).
+DRAWS_OBJECTS_RATIO = 0.5
 
 
 class SlotVAE(lightning.LightningModule):
@@ -114,6 +118,7 @@ class SlotVAE(lightning.LightningModule):
             raise ValueError(f"decoder must be 'attention' or 'alpha', got {decoder!r}.")
         self.plateau = PlateauDetector()
         self.share_average: float | None = None
+        self.ratio_average: float | None = None
         self.collapsed_at_step: int | None = None
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +183,7 @@ class SlotVAE(lightning.LightningModule):
         out = {"recon": ((colours - target) ** 2).mean(), "kl": kl, "interaction": interaction_penalty(attention)}
         out["loss"] = out["recon"] + self.hparams.beta * kl + self.alpha_now() * out["interaction"]
         with torch.no_grad():
+            out["recon_ratio"] = out["recon"].detach() / (target**2).mean().clamp_min(1e-8)
             objects = target.sum(-1) > 0.3  # object pixels of the black-background scenes (slot_share.py)
             out["min_slot_share"] = min_slot_share(attention.sum(2).mean(0), objects, self.hparams.n_objects).mean()
         if self.replay_on():
@@ -185,13 +191,16 @@ class SlotVAE(lightning.LightningModule):
             out["loss"] = out["loss"] + self.hparams.replay_weight * out["replay"]
         return out
 
-    def monitor_collapse(self, share: float) -> None:
-        """Update the running min slot share; stop the fit with a clear message when it is below threshold."""
-        avg = self.share_average
+    def monitor_collapse(self, share: float, recon_ratio: float) -> None:
+        """Update the running min slot share and reconstruction ratio; stop the fit with a clear message when
+        the share is below threshold while the decoder draws the objects."""
+        avg, ratio = self.share_average, self.ratio_average
         self.share_average = share if avg is None else SHARE_DECAY * avg + (1 - SHARE_DECAY) * share
+        self.ratio_average = recon_ratio if ratio is None else SHARE_DECAY * ratio + (1 - SHARE_DECAY) * recon_ratio
         step, total = self.progress()
         threshold = self.hparams.min_slot_share
-        if threshold <= 0 or step < self.hparams.collapse_check_start * total or self.share_average >= threshold:
+        if (threshold <= 0 or step < self.hparams.collapse_check_start * total
+                or self.ratio_average >= DRAWS_OBJECTS_RATIO or self.share_average >= threshold):
             return
         self.collapsed_at_step = step
         rank_zero_warn(
@@ -206,7 +215,7 @@ class SlotVAE(lightning.LightningModule):
         out = self.losses(batch[0])
         if self.hparams.alpha_on_plateau:
             self.plateau.update(self.global_step, float(out["recon"]))
-        self.monitor_collapse(float(out["min_slot_share"]))
+        self.monitor_collapse(float(out["min_slot_share"]), float(out["recon_ratio"]))
         self.log_dict({f"train/{k}": v for k, v in out.items()}, prog_bar=False)
         self.log("train/alpha", self.alpha_now())
         return out["loss"]
