@@ -16,7 +16,7 @@ from procedural_perception.compositional.slot_regressor import SlotRegressor
 from procedural_perception.compositional.slot_vae import SlotVAE
 from procedural_perception.core.results import read_results
 
-SMALL = dict(slot_dim=4, d_model=16, heads=2, hidden=32, channels=8)
+SMALL = dict(slot_dim=4, d_model=16, heads=2, hidden=32, channels=8, out_hidden=16)
 
 
 def test_interaction_zero_for_disjoint_attention():
@@ -110,18 +110,29 @@ def test_matched_mse_ignores_slot_order():
     assert torch.equal(align_targets(target, perm), shuffled)
 
 
+def _at_step(model, step, total):
+    """Attach a stand-in trainer: ``step`` of a ``total``-step fit."""
+    model.trainer = type("T", (), {"global_step": step, "estimated_stepping_batches": total, "should_stop": False})()
+    return model
+
+
 def test_vae_losses_warmup_and_replay_trains_encoder_only():
-    model = SlotVAE(alpha=0.5, alpha_warmup_steps=10, replay_weight=1.0, **SMALL)
+    model = _at_step(SlotVAE(alpha=0.5, alpha_start=0.0, alpha_warmup=0.2, replay_weight=1.0, replay_start=0.0,
+                             **SMALL), 0, 50)
     images = torch.rand(4, 3, 32, 32)
     out = model.losses(images)
-    assert {"recon", "kl", "interaction", "replay", "loss"} <= set(out)
+    assert {"recon", "kl", "interaction", "replay", "loss", "min_slot_share"} <= set(out)
     assert all(torch.isfinite(v) for v in out.values())
-    assert model.alpha_now() == 0.0  # global_step 0 of a 10-step warm-up
-    late = SlotVAE(alpha=0.5, alpha_start_step=4, alpha_warmup_steps=10, **SMALL)
-    late.trainer = type("T", (), {"global_step": 9})()  # 5 steps into the warm-up
-    assert late.alpha_now() == pytest.approx(0.25)
+    assert model.alpha_now() == 0.0  # step 0 of a 10-step warm-up
+    late = _at_step(SlotVAE(alpha=0.5, alpha_start=0.1, alpha_warmup=0.2, **SMALL), 9, 40)
+    assert late.alpha_now() == pytest.approx(0.5 * 5 / 8)  # 5 steps into the 8-step warm-up starting at step 4
+    assert "replay" not in _at_step(SlotVAE(replay_weight=1.0, replay_start=0.5, **SMALL), 24, 50).losses(images)
     model.zero_grad()
-    model.replay_loss(model.encode(images)[0].detach()).backward()
+    model.losses(images)["replay"].backward(inputs=list(model.decoder.parameters()) + list(model.encoder.parameters()))
+    model.zero_grad()
+    from procedural_perception.compositional.replay import replay_loss
+
+    replay_loss(lambda x: model.encode(x)[0], model.render, model.encode(images)[0].detach()).backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.decoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
 
@@ -206,8 +217,9 @@ def test_regressor_learns_and_cannot_search():
 
 @pytest.mark.slow
 def test_fit_with_metrics_callback_logs_and_writes(tmp_path):
-    data = CompositionalDataModule(seed=0, n_train=64, n_val=32, n_test=32, batch_size=32, supersample=1)
-    model = SlotVAE(**SMALL)
+    data = CompositionalDataModule(seed=0, image_size=32, n_train=64, n_val=32, n_test=32, batch_size=32,
+                                   supersample=1)
+    model = SlotVAE(min_slot_share=0.0, **SMALL)
     callback = CompositionalMetrics(n_fit=64, n_eval=32, search=True, search_steps=2, readout_steps=20, grid_images=4)
     trainer = lightning.Trainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False,
                                 enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,

@@ -3,29 +3,42 @@
 A scene has ``K`` objects (slots); object ``k`` has the latent vector
 
     (x, y, shape, scale, hue)   x in [0.1, 0.9], y in [0.2, 0.8], shape in SHAPES,
-                                scale in [0.09, 0.22] (side length, fraction of the image), hue in [0.05, 0.95]
+                                scale in [0.09, 0.1333], hue in [0.05, 0.95]
 
-``x`` and ``y`` are the object's centre as fractions of the image width and height (y grows
-downwards). Scenes are rendered in tensors (no GL), anti-aliased by super-sampling, objects painted
-in slot order on a black background.
+``x`` and ``y`` are the object's centre (its centroid) as fractions of the image width and height
+(y grows downwards); ``scale`` is the square root of the object's area as a fraction of the image
+side, as in Spriteworld (whose shapes all have area ``scale^2``). The scale range is the one the
+authors' sampler renders for two objects: [0.09, 0.22] compressed towards 0.09 by ``1 / (K + 1)``.
+Scenes are rendered in tensors (no GL), anti-aliased by super-sampling, objects painted in slot
+order on a black background.
 
-In- and out-of-distribution (the split the paper's claim is about)
-------------------------------------------------------------------
-Each factor is normalised to [0, 1] (``u = (v - low) / (high - low)``; ``shape`` becomes
-``index / (len(shapes) - 1)``). A scene is **in distribution (ID)** when, for every factor ``d`` in
-``band_factors``, all slots lie within ``delta`` of each other:
+In- and out-of-distribution (the authors' sampler, ``sampling_utils.py`` and ``data.py``)
+-----------------------------------------------------------------------------------------
+Every factor is drawn in unit coordinates ``u`` in [0, 1] (``v = low + u (high - low)``; the
+categorical shape is ``floor(n_shapes * u)``). For one factor the ``K`` slots' values form a vector
+``u_d`` in [0, 1]^K; its **distance to the diagonal** is the L2 norm of its part orthogonal to
+``(1, ..., 1)``:
 
-    max_{i, j} |u_{i,d} - u_{j,d}| <= delta      for every d in band_factors        (the diagonal band)
+    dist_d = || u_d - mean(u_d) 1 ||_2          (for K = 2: |u_1 - u_2| / sqrt(2))
 
-i.e. the slots' normalised latent vectors restricted to ``band_factors`` lie in a band of half-width
-``delta`` around the diagonal ``u_1 = u_2 = ... = u_K`` (max-norm). With ``delta = 0.125`` two objects
-of an ID scene share their shape and have similar height, size and hue. Every *single* object value
-occurs in ID data (each slot's marginal covers the full range); only the *combinations* are
-restricted. **Out of distribution (OOD)** is every scene off the band, drawn by rejection sampling
-from the uniform distribution over all combinations. ``x`` is not banded by default: it is the factor
-that keeps the objects apart (banding it too would stack them on top of each other); both splits
-reject scenes whose objects' bounding boxes come closer than ``min_separation`` so that every scene
-is identifiable without occlusion.
+* **In distribution (ID)**: ``dist_d <= delta`` for every banded factor ``d`` (``delta = 0.125``):
+  a point drawn uniformly on the diagonal plus an offset drawn uniformly from the (K-1)-ball of
+  radius ``delta`` orthogonal to it, kept when inside the cube. Each slot's marginal still covers
+  the full range; only the *combinations* are restricted.
+* **Out of distribution (OOD)**: drawn uniformly from the cube and kept when ``dist_d > delta`` for
+  at least one banded continuous factor (rejection sampling); the objects of an OOD scene never
+  all share one shape (redrawn until they differ, as the authors do).
+* ``x`` is banded like the others, then slot ``i`` is shifted by ``i / K`` (mod 1) so that the
+  objects of an ID scene sit about ``1/K`` of the width apart instead of on top of each other.
+  :func:`in_band` undoes the shift before measuring the distance.
+
+Where this differs from the authors' code, on purpose: (1) shape is banded through its unit value,
+as theirs, but membership is judged on the continuous factors only (the rendered shape index loses
+the unit value), so the leakage check (:func:`check_no_leakage`) is exact; (2) their OOD rejection
+also counts three constant latents (angle, saturation, value), which makes their OOD set almost
+uniform, about 1% of it inside the band on every visible factor; here none is; (3) scenes whose
+objects' bounding boxes come closer than ``min_separation`` are rejected in both splits, so every
+scene is identifiable without occlusion.
 
 Tensors: images ``[N, 3, S, S]`` float in [0, 1]; latents ``[N, K, 5]`` in the raw units above (shape
 as a float index); :func:`normalise` maps them to [0, 1], the regression targets.
@@ -33,6 +46,7 @@ as a float index); :func:`normalise` maps them to [0, 1], the regression targets
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import lightning
@@ -41,9 +55,15 @@ from torch.utils.data import DataLoader, Dataset
 
 FACTORS = ("x", "y", "shape", "scale", "hue")
 CONTINUOUS = ("x", "y", "scale", "hue")
-RANGES = {"x": (0.1, 0.9), "y": (0.2, 0.8), "scale": (0.09, 0.22), "hue": (0.05, 0.95)}
+# scale: the authors draw [0.09, 0.22] and render 0.09 + (s - 0.09) / (K + 1); for K = 2 that is this range.
+RANGES = {"x": (0.1, 0.9), "y": (0.2, 0.8), "scale": (0.09, 0.09 + 0.13 / 3), "hue": (0.05, 0.95)}
 KNOWN_SHAPES = ("triangle", "square", "circle")
 SHAPE_INDEX = FACTORS.index("shape")
+X_INDEX = FACTORS.index("x")
+BAND_FACTORS = ("x", "y", "shape", "scale", "hue")
+# Half the bounding-box side of each shape per unit of scale: an equilateral triangle of area s^2
+# has circumradius 2 s / (3^(1/4) sqrt(3)) = 0.877 s around its centroid; a square s/2; a circle s/sqrt(pi).
+HALF_EXTENT = 2 / (3**0.25 * math.sqrt(3))
 
 
 def normalise(latents: torch.Tensor, n_shapes: int) -> torch.Tensor:
@@ -70,15 +90,36 @@ def denormalise(unit: torch.Tensor, n_shapes: int) -> torch.Tensor:
     return out
 
 
-def in_band(latents: torch.Tensor, n_shapes: int, delta: float, band_factors: Sequence[str]) -> torch.Tensor:
-    """``[N, K, 5]`` raw latents -> ``[N]`` bool: the scene lies in the diagonal band (ID)."""
+def x_offsets(n_objects: int) -> torch.Tensor:
+    """``[K]``: the shift ``i / K`` of slot ``i``'s unit x (the authors' no-overlap offset)."""
+    return torch.arange(n_objects, dtype=torch.float32) / n_objects
+
+
+def diagonal_distance(unit: torch.Tensor) -> torch.Tensor:
+    """``[N, K, D]`` unit latents -> ``[N, D]``: L2 distance of each factor's slot vector to the diagonal."""
+    return (unit - unit.mean(dim=1, keepdim=True)).norm(dim=1)
+
+
+def _check_band_factors(band_factors: Sequence[str]) -> None:
+    unknown = set(band_factors) - set(FACTORS)
+    if unknown:
+        raise ValueError(f"Unknown band factors {sorted(unknown)}; choose from {FACTORS}.")
+
+
+def band_distances(latents: torch.Tensor, n_shapes: int, band_factors: Sequence[str]) -> torch.Tensor:
+    """``[N, K, 5]`` raw latents -> ``[N, F]``: distance to the diagonal of each banded continuous factor
+    (x measured after undoing the slot offsets)."""
+    _check_band_factors(band_factors)
     unit = normalise(latents, n_shapes)
-    inside = torch.ones(latents.shape[0], dtype=torch.bool)
-    for name in band_factors:
-        values = unit[..., FACTORS.index(name)]
-        # A small tolerance so that a value drawn exactly on the band's edge counts as inside.
-        inside &= (values.amax(dim=1) - values.amin(dim=1)) <= delta + 1e-6
-    return inside
+    unit[..., X_INDEX] = torch.remainder(unit[..., X_INDEX] - x_offsets(latents.shape[1]), 1.0)
+    index = [FACTORS.index(f) for f in band_factors if f in CONTINUOUS]
+    return diagonal_distance(unit[..., index])
+
+
+def in_band(latents: torch.Tensor, n_shapes: int, delta: float, band_factors: Sequence[str]) -> torch.Tensor:
+    """``[N, K, 5]`` raw latents -> ``[N]`` bool: every banded continuous factor within ``delta`` of the diagonal (ID)."""
+    # A small tolerance so that a value drawn exactly on the band's edge counts as inside.
+    return (band_distances(latents, n_shapes, band_factors) <= delta + 1e-5).all(dim=1)
 
 
 def separated(latents: torch.Tensor, min_separation: float) -> torch.Tensor:
@@ -88,38 +129,62 @@ def separated(latents: torch.Tensor, min_separation: float) -> torch.Tensor:
     ok = torch.ones(latents.shape[0], dtype=torch.bool)
     for i in range(k):
         for j in range(i + 1, k):
-            half = (s[:, i] + s[:, j]) / 2
+            half = HALF_EXTENT * (s[:, i] + s[:, j])
             gap = torch.maximum((x[:, i] - x[:, j]).abs() - half, (y[:, i] - y[:, j]).abs() - half)
             ok &= gap >= min_separation
     return ok
 
 
-def _uniform_latents(n: int, n_objects: int, n_shapes: int, generator: torch.Generator) -> torch.Tensor:
+def _ball_offsets(n: int, n_objects: int, delta: float, generator: torch.Generator) -> torch.Tensor:
+    """``[n, K]`` uniform in the (K-1)-ball of radius ``delta`` orthogonal to the diagonal."""
+    direction = torch.randn(n, n_objects, generator=generator)
+    direction = direction - direction.mean(dim=1, keepdim=True)
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    radius = delta * torch.rand(n, 1, generator=generator) ** (1.0 / max(n_objects - 1, 1))
+    return direction * radius
+
+
+def _band_factor(n: int, n_objects: int, delta: float, generator: torch.Generator) -> torch.Tensor:
+    """``[n, K]`` unit values within ``delta`` of the diagonal, uniform over the band inside the cube."""
+    values = torch.empty(n, n_objects)
+    todo = torch.ones(n, dtype=torch.bool)
+    while todo.any():
+        m = int(todo.sum())
+        draw = torch.rand(m, 1, generator=generator) + _ball_offsets(m, n_objects, delta, generator)
+        values[todo] = draw
+        todo = ((values < 0) | (values > 1)).any(dim=1)
+    return values
+
+
+def _unit_to_latents(unit: torch.Tensor, n_shapes: int) -> torch.Tensor:
+    """Unit draws -> raw latents: shape = floor(n_shapes * u), x shifted by the slot offsets."""
+    unit = unit.clone()
+    unit[..., SHAPE_INDEX] = torch.floor(n_shapes * unit[..., SHAPE_INDEX]).clamp(max=n_shapes - 1) / max(n_shapes - 1, 1)
+    unit[..., X_INDEX] = torch.remainder(unit[..., X_INDEX] + x_offsets(unit.shape[1]), 1.0)
+    return denormalise(unit, n_shapes)
+
+
+def _distinct_shapes(latents: torch.Tensor, n_shapes: int, generator: torch.Generator) -> torch.Tensor:
+    """Redraw the shapes of scenes whose objects all share one shape (the authors' OOD rule)."""
+    shapes = latents[..., SHAPE_INDEX]
+    same = (shapes == shapes[:, :1]).all(dim=1)
+    while n_shapes > 1 and same.any():
+        shapes[same] = torch.randint(0, n_shapes, (int(same.sum()), latents.shape[1]), generator=generator).float()
+        same = (shapes == shapes[:, :1]).all(dim=1)
+    return latents
+
+
+def _draw(n: int, split: str, n_objects: int, n_shapes: int, delta: float, band_factors: Sequence[str],
+          generator: torch.Generator) -> torch.Tensor:
+    """``n`` candidate scenes of ``split`` before the separation check (raw latents)."""
     unit = torch.rand(n, n_objects, len(FACTORS), generator=generator)
-    unit[..., SHAPE_INDEX] = torch.randint(0, n_shapes, (n, n_objects), generator=generator) / max(n_shapes - 1, 1)
-    return denormalise(unit, n_shapes)
-
-
-def _band_latents(
-    n: int, n_objects: int, n_shapes: int, delta: float, band_factors: Sequence[str], generator: torch.Generator
-) -> torch.Tensor:
-    """Uniform over the band: the band is a product over factors, so each banded factor is drawn by its
-    own rejection sampler (acceptance about 2*delta per factor instead of (2*delta)^d for all at once)."""
-    latents = _uniform_latents(n, n_objects, n_shapes, generator)
-    unit = normalise(latents, n_shapes)
-    for name in band_factors:
-        d = FACTORS.index(name)
-        if name == "shape":
-            # A categorical factor is in the band only when all objects agree (index spacing > delta).
-            if delta < 1.0 / max(n_shapes - 1, 1):
-                unit[:, :, d] = unit[:, :1, d]
-            continue
-        values = unit[:, :, d]
-        bad = (values.amax(1) - values.amin(1)) > delta
-        while bad.any():
-            values[bad] = torch.rand(int(bad.sum()), n_objects, generator=generator)
-            bad = (values.amax(1) - values.amin(1)) > delta
-    return denormalise(unit, n_shapes)
+    if split == "id":
+        for name in band_factors:
+            unit[:, :, FACTORS.index(name)] = _band_factor(n, n_objects, delta, generator)
+        return _unit_to_latents(unit, n_shapes)
+    latents = _unit_to_latents(unit, n_shapes)
+    latents = latents[~in_band(latents, n_shapes, delta, band_factors)]
+    return _distinct_shapes(latents, n_shapes, generator)
 
 
 def sample_latents(
@@ -129,24 +194,19 @@ def sample_latents(
     n_objects: int = 2,
     n_shapes: int = 2,
     delta: float = 0.125,
-    band_factors: Sequence[str] = ("y", "shape", "scale", "hue"),
+    band_factors: Sequence[str] = BAND_FACTORS,
     min_separation: float = 0.02,
 ) -> torch.Tensor:
     """``n`` scenes of the ``split`` ("id" or "ood") as raw latents ``[n, n_objects, 5]``."""
     if split not in ("id", "ood"):
         raise ValueError(f"split must be 'id' or 'ood', got {split!r}.")
-    unknown = set(band_factors) - set(FACTORS)
-    if unknown:
-        raise ValueError(f"Unknown band factors {sorted(unknown)}; choose from {FACTORS}.")
+    _check_band_factors(band_factors)
+    if not any(f in CONTINUOUS for f in band_factors):
+        raise ValueError(f"band_factors must contain a continuous factor {CONTINUOUS}, got {list(band_factors)}.")
     kept: list[torch.Tensor] = []
     total = 0
     for _ in range(10_000):
-        draw = max(2 * (n - total), 256)
-        if split == "id":
-            cand = _band_latents(draw, n_objects, n_shapes, delta, band_factors, generator)
-        else:
-            cand = _uniform_latents(draw, n_objects, n_shapes, generator)
-            cand = cand[~in_band(cand, n_shapes, delta, band_factors)]
+        cand = _draw(max(2 * (n - total), 256), split, n_objects, n_shapes, delta, band_factors, generator)
         cand = cand[separated(cand, min_separation)]
         kept.append(cand)
         total += len(cand)
@@ -191,10 +251,12 @@ def shape_masks(latents: torch.Tensor, shapes: Sequence[str], size: int) -> torc
     py, px = coords.view(1, 1, size, 1), coords.view(1, 1, 1, size)
     x, y, shape, s = (latents[..., FACTORS.index(f)][..., None, None] for f in ("x", "y", "shape", "scale"))
     dx, dy, half = px - x, py - y, s / 2
+    # Every shape has area s^2 (Spriteworld's convention), centred on its centroid.
     square = (dx.abs() <= half) & (dy.abs() <= half)
-    # Upward triangle: apex at the top of the box, base (full width) at the bottom; y grows downwards.
-    triangle = (dy.abs() <= half) & (dx.abs() <= (dy + half) / 2)
-    circle = dx**2 + dy**2 <= half**2
+    # Equilateral triangle, apex up (y grows downwards): circumradius r, apex at -r, base at +r/2.
+    r = HALF_EXTENT * s
+    triangle = (dy >= -r) & (dy <= r / 2) & (dx.abs() <= (dy + r) / math.sqrt(3))
+    circle = dx**2 + dy**2 <= s**2 / math.pi
     by_name = {"triangle": triangle, "square": square, "circle": circle}
     mask = torch.zeros_like(square)
     for index, name in enumerate(shapes):
@@ -245,7 +307,7 @@ class CompositionalDataModule(lightning.LightningDataModule):
     def __init__(
         self,
         seed: int = 0,
-        image_size: int = 32,
+        image_size: int = 64,
         n_train: int = 4000,
         n_val: int = 1000,
         n_test: int = 1000,
@@ -254,7 +316,7 @@ class CompositionalDataModule(lightning.LightningDataModule):
         n_objects: int = 2,
         shapes: Sequence[str] = ("triangle", "square"),
         delta: float = 0.125,
-        band_factors: Sequence[str] = ("y", "shape", "scale", "hue"),
+        band_factors: Sequence[str] = BAND_FACTORS,
         min_separation: float = 0.02,
         supersample: int = 4,
         transform=None,

@@ -1,10 +1,19 @@
-"""Gradient-based search: invert a decoder by optimising the slot latents of each image.
+"""Gradient-based search as MAP inference: invert a decoder by optimising each image's slot latents.
 
 The encoder's output is only a starting point; on out-of-distribution images it can be wrong even
-when the decoder renders the right answer perfectly. Search runs Adam on the latents (decoder
-frozen) to minimise each image's reconstruction error and keeps, per image, the latents with the
-lowest error seen, so the result is never worse than the start (the "System 2" inference of
-arXiv 2512.08854).
+when the decoder renders the right answer perfectly. Search minimises, per image, the objective the
+model was trained with, in the same units (the "System 2" inference of arXiv 2512.08854):
+
+    E(z) = mean_pixels (render(z) - x)^2  +  prior(z)
+
+``prior`` is the negative log prior of the latents weighted like the training loss's KL term
+(:func:`gaussian_prior`): without it, directions of ``z`` the decoder ignores drift freely (Adam
+normalises every coordinate's step) and a readout meets latents it never saw. Steps are taken in
+units of ``scale`` (the ID spread of each slot coordinate: ``z = init + scale * w``, Adam on ``w``)
+and every slot is clamped to its own box ``bounds`` (ID range per slot and dimension). Per image the
+lowest objective seen is kept, so the result is never worse than the start. Each image's objective
+depends only on its own latents and Adam is element-wise, so images are searched independently, in
+one batch.
 """
 
 from __future__ import annotations
@@ -18,8 +27,24 @@ import torch
 @dataclass
 class SearchResult:
     slots: torch.Tensor  # [B, K, D] best latents found
-    initial_error: torch.Tensor  # [B] per-image MSE at the start
-    final_error: torch.Tensor  # [B] per-image MSE of the returned latents
+    initial_error: torch.Tensor  # [B] objective E at the start
+    final_error: torch.Tensor  # [B] objective E of the returned latents
+    final_recon: torch.Tensor  # [B] per-pixel mean squared error of the returned latents
+
+
+def gaussian_prior(weight: float, mean: torch.Tensor | None = None,
+                   logvar: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``z [B, K, D]`` -> ``[B]``: ``weight * 0.5 * sum ((z - mean)^2 / var)``.
+
+    ``mean = logvar = None``: the VAE's prior N(0, I) (``weight`` = the KL weight beta, so that
+    E is the training objective of a point estimate); ``mean``, ``logvar`` ``[B, K, D]``: the encoder's
+    posterior, a pull towards its estimate that is strong where the encoder is certain."""
+    def prior(z: torch.Tensor) -> torch.Tensor:
+        centred = z if mean is None else z - mean
+        precision = 1.0 if logvar is None else (-logvar).exp()
+        return weight * 0.5 * (centred**2 * precision).flatten(1).sum(1)
+
+    return prior
 
 
 def latent_search(
@@ -29,39 +54,48 @@ def latent_search(
     steps: int = 100,
     lr: float = 0.05,
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    scale: torch.Tensor | None = None,
+    prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> SearchResult:
-    """Minimise ``mean((render(z) - images)^2)`` per image over ``z``, from ``init [B, K, D]``.
+    """Minimise ``E(z)`` (module docstring) per image over ``z``, from ``init [B, K, D]``.
 
-    ``render`` maps latents to images ``[B, 3, S, S]`` (the decoder; its parameters are not updated);
-    ``steps``: Adam iterations; ``lr``: Adam step size in latent units; ``bounds``: optional (low, high),
-    each broadcastable to ``init``, that the latents are clamped to after every step; pass the range of
-    the ID latents so that the search stays where the decoder was trained (Adam's normalised steps
-    otherwise let directions the decoder ignores drift without limit). Each image's error depends
-    only on its own latents and Adam is element-wise, so images are searched independently, in one batch.
+    ``render``: latents -> images ``[B, 3, S, S]`` (its parameters are not updated); ``steps``: Adam
+    iterations; ``lr``: Adam step size in units of ``scale`` (``[K, D]`` or broadcastable; 1 if None);
+    ``bounds``: (low, high), each broadcastable to ``init`` (``[K, D]`` for one box per slot), applied
+    to the start and after every step; ``prior``: ``z -> [B]`` (None: reconstruction only).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
-    z = init.detach().clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([z], lr=lr)
+    scale = torch.ones_like(init[0]) if scale is None else scale.to(init).clamp_min(1e-6)
+    origin = init.detach().clone()
+    if bounds is not None:  # start inside the box too, so every returned slot lies within its bounds
+        origin = torch.maximum(torch.minimum(origin, bounds[1].to(init)), bounds[0].to(init))
+    w = torch.zeros_like(origin, requires_grad=True)
+    optimiser = torch.optim.Adam([w], lr=lr)
+
+    def objective(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        recon = ((render(z) - images) ** 2).flatten(1).mean(1)
+        return recon + (prior(z) if prior is not None else 0.0), recon
+
     with torch.enable_grad():
-        best = init.detach().clone()
-        best_err = initial = _errors(render(z), images).detach()
-        for _ in range(steps):
-            errors = _errors(render(z), images)
+        best = origin.clone()
+        best_err, best_recon = (v.detach() for v in objective(origin))
+        initial = best_err.clone()
+        for step in range(steps + 1):
+            z = origin + scale * w
+            errors, recon = objective(z)
             improved = errors.detach() < best_err
-            best[improved], best_err = z.detach()[improved], torch.where(improved, errors.detach(), best_err)
+            best[improved] = z.detach()[improved]
+            best_err = torch.where(improved, errors.detach(), best_err)
+            best_recon = torch.where(improved, recon.detach(), best_recon)
+            if step == steps:
+                break
             optimiser.zero_grad(set_to_none=True)
-            # Only z is in the optimiser; gradients reaching decoder parameters are never applied.
-            errors.sum().backward(inputs=[z])
+            # Only w is in the optimiser; gradients reaching decoder parameters are never applied.
+            errors.sum().backward(inputs=[w])
             optimiser.step()
             if bounds is not None:
                 with torch.no_grad():
-                    z.copy_(torch.maximum(torch.minimum(z, bounds[1]), bounds[0]))
-        final = _errors(render(z.detach()), images).detach()
-        improved = final < best_err
-        best[improved], best_err = z.detach()[improved], torch.where(improved, final, best_err)
-    return SearchResult(best, initial, best_err)
-
-
-def _errors(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    return ((recon - images) ** 2).flatten(1).mean(1)
+                    low, high = ((b.to(init) - origin) / scale for b in bounds)
+                    w.copy_(torch.maximum(torch.minimum(w, high), low))
+    return SearchResult(best, initial, best_err, best_recon)

@@ -47,18 +47,23 @@ class SlotDecoder(nn.Module):
 
     ``d_model``: width of pixel queries and projected slots; ``heads``: attention heads per layer;
     ``layers``: cross-attention blocks; ``frequencies``: Fourier octaves of the pixel coordinates
-    (enough to draw edges one pixel wide at 2^frequencies >= S); ``mlp_ratio``: MLP width / d_model.
+    (enough to draw edges one pixel wide at 2^frequencies >= S); ``mlp_ratio``: MLP width / d_model;
+    ``out_hidden``: width of the per-pixel MLP output head (two hidden layers, as the 3-layer head of
+    Brady et al.'s decoder; 0: a single linear layer).
     """
 
     def __init__(self, slot_dim: int, image_size: int = 32, d_model: int = 64, heads: int = 4, layers: int = 2,
-                 frequencies: int = 6, mlp_ratio: int = 2):
+                 frequencies: int = 6, mlp_ratio: int = 2, out_hidden: int = 0):
         super().__init__()
         self.image_size = image_size
         self.register_buffer("pixels", fourier_features(image_size, frequencies), persistent=False)
         self.query = nn.Sequential(nn.Linear(self.pixels.shape[1], d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.project = nn.Sequential(nn.Linear(slot_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.blocks = nn.ModuleList(CrossAttentionBlock(d_model, heads, mlp_ratio) for _ in range(layers))
-        self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, 3))
+        head: list[nn.Module] = [nn.LayerNorm(d_model)]
+        if out_hidden:
+            head += [nn.Linear(d_model, out_hidden), nn.GELU(), nn.Linear(out_hidden, out_hidden), nn.GELU()]
+        self.out = nn.Sequential(*head, nn.Linear(out_hidden or d_model, 3))
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         colours, weights = self.render_pixels(slots)

@@ -20,13 +20,26 @@ MAX_ENUMERATED = 5
 def best_permutation(cost: torch.Tensor) -> torch.Tensor:
     """``cost [B, K, K]`` (row = slot, column = target) -> ``perm [B, K]``: slot ``i`` goes to target
     ``perm[b, i]``, minimising ``sum_i cost[b, i, perm[b, i]]``."""
-    batch, k, _ = cost.shape
-    if k <= MAX_ENUMERATED:
-        perms = torch.tensor(list(itertools.permutations(range(k))), device=cost.device)  # [P, K]
-        rows = torch.arange(k, device=cost.device)
-        totals = cost.detach()[:, rows, perms].sum(-1)  # [B, P]
+    return best_assignment(cost)
+
+
+def best_assignment(cost: torch.Tensor) -> torch.Tensor:
+    """``cost [B, R, C]`` with ``R <= C`` -> ``[B, R]``: distinct columns, one per row, of least total cost.
+
+    With more slots than objects (a background slot), pass ``[B, objects, slots]``: each object gets
+    its own slot and the spare slots stay unmatched."""
+    batch, rows, cols = cost.shape
+    if rows > cols:
+        raise ValueError(f"best_assignment needs rows <= columns, got a [{batch}, {rows}, {cols}] cost.")
+    if cols <= MAX_ENUMERATED:
+        perms = torch.tensor(list(itertools.permutations(range(cols), rows)), device=cost.device)  # [P, R]
+        index = torch.arange(rows, device=cost.device)
+        totals = cost.detach()[:, index, perms].sum(-1)  # [B, P]
         return perms[totals.argmin(dim=1)]
-    out = [torch.as_tensor(linear_sum_assignment(c.detach().cpu().numpy())[1]) for c in cost]
+    out = []
+    for c in cost:
+        r, col = linear_sum_assignment(c.detach().cpu().numpy())
+        out.append(torch.as_tensor(col[r.argsort()]))
     return torch.stack(out).to(cost.device)
 
 
