@@ -38,6 +38,9 @@ from lightning_modules.dino_loss import DINOLoss, collapse_monitors, embedding_s
 from lightning_modules.multicrop import MultiCropTransform, denormalise
 from lightning_modules.schedules import cosine_schedule, scaled_lr
 
+# adamw: DINO's optimizer for ViTs (and this project's default); sgd: momentum 0.9, DINO's for convnets.
+OPTIMIZERS = ("adamw", "sgd")
+
 
 class NonFiniteLossError(RuntimeError):
     """The DINO loss became NaN or infinite; training stops instead of writing a broken checkpoint."""
@@ -85,7 +88,9 @@ class DINO(L.LightningModule):
         out_dim, head_hidden_dim, head_bottleneck_dim, head_nlayers, norm_last_layer: the head.
     Crops (the transform the data module applies, see ``train_transform``):
         global_crop_size, local_crop_size, n_local_crops, global_crop_scale, local_crop_scale, blur_sigma.
-    Optimisation (AdamW):
+    Optimisation:
+        optimizer: ``adamw`` (DINO's choice for ViTs) or ``sgd`` (momentum 0.9; DINO's recipe for a
+            ResNet-50 uses it with base_lr 0.03 and a constant weight decay of 1e-4).
         base_lr: learning rate per 256 images; the peak lr is ``base_lr * global_batch / 256``.
         min_lr: lr at the end of the cosine; warmup_epochs: linear lr warm-up from 0.
         weight_decay -> weight_decay_end: cosine schedule (biases and 1-D parameters get none).
@@ -117,6 +122,7 @@ class DINO(L.LightningModule):
         global_crop_scale: Sequence[float] = (0.4, 1.0),
         local_crop_scale: Sequence[float] = (0.05, 0.4),
         blur_sigma: Sequence[float] = (0.1, 2.0),
+        optimizer: str = "adamw",
         base_lr: float = 5e-4,
         min_lr: float = 1e-6,
         warmup_epochs: float = 10,
@@ -134,6 +140,8 @@ class DINO(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"model.optimizer={optimizer!r} is not one of {', '.join(OPTIMIZERS)}.")
         check_vit_only_arguments(arch, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
         backbone = self._backbone(drop_path_rate)
         if not is_vit(arch):
@@ -283,6 +291,8 @@ class DINO(L.LightningModule):
             {"params": no_decay, "weight_decay": 0.0, "scheduled_weight_decay": False},
         ]
         # lr and weight decay are set every step from the schedules (on_train_batch_start).
+        if self.hparams.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=0.0, momentum=0.9)
         return torch.optim.AdamW(groups, lr=0.0)
 
     def on_fit_start(self) -> None:

@@ -194,3 +194,52 @@ def test_vit_checkpoints_still_load_as_vit_encoders(tmp_path):
     from test_eval_cli import tiny_checkpoint
 
     assert isinstance(build_encoder(tiny_checkpoint(tmp_path / "vit.ckpt")), ViTEncoder)
+
+
+def test_sgd_optimizer_for_convnets_keeps_the_parameter_groups():
+    """DINO's convnet recipe uses SGD (momentum 0.9); weight decay still skips biases and norm scales."""
+    from dino_helpers import fast_trainer, random_loader
+
+    model = DINO(arch=ARCH, optimizer="sgd", out_dim=32, head_hidden_dim=32, head_bottleneck_dim=8,
+                 global_crop_size=32, local_crop_size=16, n_local_crops=2, weight_decay=1e-4, weight_decay_end=1e-4)
+    trainer = fast_trainer(max_steps=2)
+    trainer.fit(model, random_loader(model))
+    optimizer = trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    decay, no_decay = optimizer.param_groups
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert decay["weight_decay"] == pytest.approx(1e-4) and no_decay["weight_decay"] == 0.0
+    assert optimizer.state  # momentum buffers: the step ran
+    with pytest.raises(ValueError, match="model.optimizer='lars' is not one of adamw, sgd"):
+        DINO(arch=ARCH, optimizer="lars")
+
+
+@pytest.mark.slow
+def test_an_evaluation_inside_a_fit_leaves_the_teachers_batchnorm_statistics():
+    """The evaluation callbacks run the teacher in eval mode: its BatchNorm statistics do not move with the
+    evaluation images, and training mode comes back afterwards."""
+    import lightning as L
+    from dino_helpers import fast_trainer, random_loader
+
+    from callbacks.evaluation import PeriodicEvaluation
+
+    class Snapshot(L.Callback):
+        def __init__(self):
+            self.states = []
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.states.append(({k: v.clone() for k, v in pl_module.teacher_backbone.state_dict().items()},
+                                pl_module.teacher_backbone.training))
+
+    model = DINO(arch=ARCH, out_dim=32, head_hidden_dim=32, head_bottleneck_dim=8, global_crop_size=32,
+                 local_crop_size=16, n_local_crops=2)
+    task = KNNClassification(memory="digits", query="digits", memory_size=60, query_size=20, image_size=32, ks=(1, 5),
+                             audit_k=5, batch_size=64, grid_queries=0)
+    before, after = Snapshot(), Snapshot()
+    trainer = fast_trainer(max_steps=2, callbacks=[before, PeriodicEvaluation(task), after])
+    trainer.fit(model, random_loader(model))  # 8 images in batches of 4: one epoch, one evaluation
+    assert any(k.startswith("knn/") and k.endswith("/top1") for k in trainer.callback_metrics)
+    (state_before, mode_before), (state_after, mode_after) = before.states[0], after.states[0]
+    assert mode_before and mode_after  # train mode restored
+    for name, value in state_before.items():
+        assert torch.equal(value, state_after[name]), name
