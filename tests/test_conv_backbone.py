@@ -215,7 +215,7 @@ def test_sgd_optimizer_for_convnets_keeps_the_parameter_groups():
 
 
 @pytest.mark.slow
-def test_an_evaluation_inside_a_fit_leaves_the_teachers_batchnorm_statistics():
+def test_an_evaluation_inside_a_fit_leaves_the_teachers_batchnorm_statistics(tmp_path):
     """The evaluation callbacks run the teacher in eval mode: its BatchNorm statistics do not move with the
     evaluation images, and training mode comes back afterwards."""
     import lightning as L
@@ -236,7 +236,7 @@ def test_an_evaluation_inside_a_fit_leaves_the_teachers_batchnorm_statistics():
     task = KNNClassification(memory="digits", query="digits", memory_size=60, query_size=20, image_size=32, ks=(1, 5),
                              audit_k=5, batch_size=64, grid_queries=0)
     before, after = Snapshot(), Snapshot()
-    trainer = fast_trainer(max_steps=2, callbacks=[before, PeriodicEvaluation(task), after])
+    trainer = fast_trainer(max_steps=2, callbacks=[before, PeriodicEvaluation(task), after], default_root_dir=tmp_path)
     trainer.fit(model, random_loader(model))  # 8 images in batches of 4: one epoch, one evaluation
     assert any(k.startswith("knn/") and k.endswith("/top1") for k in trainer.callback_metrics)
     (state_before, mode_before), (state_after, mode_after) = before.states[0], after.states[0]
