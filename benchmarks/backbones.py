@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -114,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     times = model_step_rates(archs, rounds, block)
     batch_size = int(compose(cpu_profile(BASELINE)).data.batch_size)
     rate = {arch: batch_size / statistics.median(t) for arch, t in times.items()}
-    extra = {"threads": torch.get_num_threads(), "batch_size": batch_size, "steps_timed": len(times[BASELINE]),
+    extra = {"threads": torch.get_num_threads(), "load_average": round(os.getloadavg()[0], 1),
+             "batch_size": batch_size, "steps_timed": len(times[BASELINE]),
              "recipe": "cpu profile: 64/32 px, 2+4 crops, out_dim 1024, head 512",
              "note": "model step only (data excluded), backbones interleaved in blocks; medians"}
     baseline_name = f"{BASELINE} depth 4 (cpu profile default)"
@@ -123,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not is_quick:
         with tempfile.TemporaryDirectory() as folder:
             e2e = {arch: end_to_end_rate(arch, args.steps, Path(folder)) for arch in archs}
-        note = {"threads": torch.get_num_threads(), "steps": args.steps, "steps_timed": args.steps - WARMUP_STEPS - 1,
+        note = {"threads": torch.get_num_threads(), "load_average": round(os.getloadavg()[0], 1), "steps": args.steps,
+                "steps_timed": args.steps - WARMUP_STEPS - 1,
                 "note": "train CLI, data=kml_mixup callbacks=none, rendering included; backbones one after the other"}
         rows += [row(f"end-to-end training images/s, {arch} backbone (cpu profile, kml_mixup)", e2e[arch], "images/s",
                      baseline_name, e2e[BASELINE], **note) for arch in CONVNETS]
