@@ -1,9 +1,10 @@
 """A convolutional timm backbone for DINO, end to end: `model.arch=resnet10t` with the cpu profile trains a
 few steps, resumes (BatchNorm state included), loads as an encoder with global and dense features,
-runs the kNN and segmentation evaluations, has a random-init twin, and exports to the same outputs;
-a ViT-only setting beside a convnet is refused with a message naming both."""
+runs the kNN, segmentation, PCA-R², 2AFC and feature-map evaluations, has a random-init twin, and
+exports to the same outputs; a ViT-only setting beside a convnet is refused with a message naming both."""
 
 import json
+import math
 
 import pytest
 import timm
@@ -18,8 +19,11 @@ from procedural_perception.cli.export import STATE_DICT
 from procedural_perception.cli.export import main as export
 from procedural_perception.cli.train import main as train
 from procedural_perception.core.config import compose
+from procedural_perception.evaluations.feature_maps import feature_grid
 from procedural_perception.evaluations.knn import KNNClassification
 from procedural_perception.evaluations.knn_segmentation import evaluate_knn_segmentation
+from procedural_perception.evaluations.pca_r2 import evaluate_pca_r2
+from procedural_perception.evaluations.twoafc import TwoAFC
 
 ARCH = "resnet10t"  # timm's smallest ResNet (5M parameters, stride 32, 512-d pooled feature)
 # 32 px global / 16 px local crops and a small head; the cpu profile gives the rest of the recipe.
@@ -108,7 +112,7 @@ def test_random_twin_has_the_checkpoints_architecture(trained, encoder):
 
 
 @pytest.mark.slow
-def test_knn_and_segmentation_evaluations_run_on_the_conv_encoder(encoder):
+def test_knn_segmentation_pca_2afc_and_feature_maps_run_on_the_conv_encoder(encoder):
     knn = KNNClassification(memory="digits", query="digits", memory_size=120, query_size=40, ks=(1, 5), audit_k=5,
                             batch_size=64, grid_queries=0)
     result = knn.evaluate(encoder)
@@ -117,6 +121,12 @@ def test_knn_and_segmentation_evaluations_run_on_the_conv_encoder(encoder):
     seg = evaluate_knn_segmentation(encoder, planted(4, 1), planted(4, 2), k=5, progress=False)
     assert seg["knn_seg/queries"] == 4 and 0.0 <= seg["knn_seg/miou"] <= 1.0
     assert 0 < seg["knn_seg/memory_patches"] <= 4 * (SIZE // 32) ** 2  # 4 x 4 cells of 32 px per reference image
+    pca = evaluate_pca_r2(encoder, planted(3, 3), progress=False)
+    assert pca["pca_r2/images"] == 3 and math.isfinite(pca["pca_r2"]) and pca["pca_r2"] <= 1.0
+    twoafc = TwoAFC(limit=4, image_size=64).evaluate(encoder)
+    assert twoafc["twoafc/triplets"] == 4 and 0.0 <= twoafc["twoafc/score"] <= 1.0
+    grid = feature_grid(encoder, torch.rand(2, 3, SIZE, SIZE), k=3)  # image, PCA-RGB map, K-means map per row
+    assert grid.shape[0] == 3 and grid.shape[-1] > 3 * SIZE
 
 
 @pytest.mark.slow
