@@ -29,7 +29,7 @@ export QUICK
 .DEFAULT_GOAL := help
 .PHONY: help setup system photos debs train test test-fast lint tensorboard render eval export gpu-check memory experiment \
         bench bench-render bench-train bench-memory bench-ddp bench-compositional bench-scan bench-faults \
-        bench-diversity bench-feature-norm clean
+        bench-diversity bench-feature-norm bench-backbones clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -120,6 +120,9 @@ bench-faults: setup ## Fault matrix: hostile files/programs, damaged state, cras
 
 bench-diversity: setup ## Vendi score, spectrum slope, colour statistics per process beside real photos (QUICK=1: < 60 s)
 	$(PY) -m benchmarks.diversity
+
+bench-backbones: setup ## Training images/s of the cpu profile with resnet18 / resnet10t vs the ViT (QUICK=1: model step only)
+	$(PY) -m benchmarks.backbones
 
 bench-feature-norm: setup ## Centring / whitening with procedural statistics on Fashion-MNIST kNN: CKPT=path.ckpt
 	$(PY) -m benchmarks.feature_norm $(if $(filter %.ckpt,$(CKPT)),--checkpoint $(CKPT))

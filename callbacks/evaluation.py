@@ -40,7 +40,7 @@ def backbone_of(pl_module: lightning.LightningModule) -> torch.nn.Module:
         if isinstance(net, torch.nn.Module):
             return net
     raise TypeError(f"{type(pl_module).__name__} has no teacher_backbone or backbone to evaluate; the "
-                    "evaluation callbacks need a ViT backbone (model=dino).")
+                    "evaluation callbacks need a timm ViT or convnet backbone (model=dino).")
 
 
 @contextmanager

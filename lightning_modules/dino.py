@@ -1,4 +1,4 @@
-"""DINO self-distillation as a LightningModule: a student ViT trained to match an EMA teacher.
+"""DINO self-distillation as a LightningModule: a student ViT (or convnet) trained to match an EMA teacher.
 
 The student sees all crops of an image (2 global + N local), the teacher only the 2 global crops;
 the loss (``dino_loss.py``) pulls the student's output on every crop towards the teacher's centred,
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -26,10 +26,20 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torchvision.utils import make_grid
 
+from lightning_modules.backbones import (
+    VIT_ONLY_ARGUMENTS,
+    backbone_arguments,
+    check_feature_map,
+    check_vit_only_arguments,
+    is_vit,
+)
 from lightning_modules.dino_head import DINOHead
 from lightning_modules.dino_loss import DINOLoss, collapse_monitors, embedding_std
 from lightning_modules.multicrop import MultiCropTransform, denormalise
 from lightning_modules.schedules import cosine_schedule, scaled_lr
+
+# adamw: DINO's optimizer for ViTs (and this project's default); sgd: momentum 0.9, DINO's for convnets.
+OPTIMIZERS = ("adamw", "sgd")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,7 +52,8 @@ class MultiCropNetwork(nn.Module):
     ``forward(crops)`` with ``crops`` a list of ``[B, 3, S_i, S_i]`` tensors returns
     ``(embeddings [len(crops) * B, D], logits [len(crops) * B, K])`` in crop-major order (crop 0 of
     every image, then crop 1, ...). Consecutive crops of the same size go through the backbone as one
-    batch (a ViT with ``dynamic_img_size`` handles each size), the head runs once on all of them.
+    batch (a ViT with ``dynamic_img_size`` handles each size, a convnet any size; a convnet's BatchNorm
+    statistics are per such batch, as in DINO), the head runs once on all of them.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
@@ -64,17 +75,22 @@ class MultiCropNetwork(nn.Module):
 
 
 class DINO(L.LightningModule):
-    """DINO with a timm ViT student and EMA teacher. Paper values are the defaults.
+    """DINO with a timm ViT (or convnet) student and EMA teacher. Paper values are the defaults.
 
     Architecture:
-        arch: timm model name (``vit_small_patch16_224`` = ViT-S/16), built with ``pretrained=False``.
-        patch_size, embed_dim, depth, num_heads: override the timm architecture's value when given
+        arch: timm model name (``vit_small_patch16_224`` = ViT-S/16), built with ``pretrained=False``;
+            a convolutional timm network (``resnet18``, ``resnet50``, ``convnext_atto``, ...) trains too,
+            its global-average-pooled feature feeding the head (``backbones.py``).
+        patch_size, embed_dim, depth, num_heads: override the timm ViT's value when given
             (the cpu profile and the tests shrink the ViT this way); ``None`` keeps the arch's own.
+            ViT only: giving one with a convnet arch is a ``ValueError`` naming it.
         drop_path_rate: stochastic depth of the student (0.1); the teacher has none.
         out_dim, head_hidden_dim, head_bottleneck_dim, head_nlayers, norm_last_layer: the head.
     Crops (the transform the data module applies, see ``train_transform``):
         global_crop_size, local_crop_size, n_local_crops, global_crop_scale, local_crop_scale, blur_sigma.
-    Optimisation (AdamW):
+    Optimisation:
+        optimizer: ``adamw`` (DINO's choice for ViTs) or ``sgd`` (momentum 0.9; DINO's recipe for a
+            ResNet-50 uses it with base_lr 0.03 and a constant weight decay of 1e-4).
         base_lr: learning rate per 256 images; the peak lr is ``base_lr * global_batch / 256``.
         min_lr: lr at the end of the cosine; warmup_epochs: linear lr warm-up from 0.
         weight_decay -> weight_decay_end: cosine schedule (biases and 1-D parameters get none).
@@ -106,6 +122,7 @@ class DINO(L.LightningModule):
         global_crop_scale: Sequence[float] = (0.4, 1.0),
         local_crop_scale: Sequence[float] = (0.05, 0.4),
         blur_sigma: Sequence[float] = (0.1, 2.0),
+        optimizer: str = "adamw",
         base_lr: float = 5e-4,
         min_lr: float = 1e-6,
         warmup_epochs: float = 10,
@@ -123,12 +140,20 @@ class DINO(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"model.optimizer={optimizer!r} is not one of {', '.join(OPTIMIZERS)}.")
+        check_vit_only_arguments(arch, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
         backbone = self._backbone(drop_path_rate)
-        self.student = MultiCropNetwork(backbone, self._head(backbone.embed_dim))
-        self.teacher = MultiCropNetwork(self._backbone(0.0), self._head(backbone.embed_dim))
+        if not is_vit(arch):
+            check_feature_map(backbone, arch, min(global_crop_size, local_crop_size))
+        self.student = MultiCropNetwork(backbone, self._head(backbone.num_features))
+        self.teacher = MultiCropNetwork(self._backbone(0.0), self._head(backbone.num_features))
         self.teacher.load_state_dict(self.student.state_dict())
-        # Never optimised. It is built without drop-path and the ViT has no dropout, so train and
-        # eval mode compute the same function; it follows Lightning's mode like the student.
+        # Never optimised. It is built without drop-path and the ViT has no dropout, so for a ViT train
+        # and eval mode compute the same function; it follows Lightning's mode like the student. A
+        # convnet's BatchNorm layers in train mode normalise with the batch's statistics and update
+        # the teacher's running statistics from its own inputs, as DINO's teacher does (parameters
+        # follow the EMA, BatchNorm buffers do not); evaluations use the running statistics (eval mode).
         self.teacher.requires_grad_(False)
         self.loss_fn = DINOLoss(
             out_dim,
@@ -150,21 +175,24 @@ class DINO(L.LightningModule):
         self._grid_logged = False
 
     # ------------------------------------------------------------------ building blocks
+    @staticmethod
+    def unused_arguments(arguments: Mapping[str, Any]) -> tuple[str, ...]:
+        """The arguments these ``arguments`` leave unused: the ViT-only shape keys when ``arch`` names a
+        convnet. The config composer resets them when a profile (not the command line) set them."""
+        arch = arguments.get("arch")
+        return VIT_ONLY_ARGUMENTS if arch is not None and timm.is_model(arch) and not is_vit(arch) else ()
+
     def backbone_kwargs(self) -> dict:
         """The ``timm.create_model(arch, **kwargs)`` arguments of the backbone (without drop-path), also
-        what an exported model records so that timm rebuilds the same network."""
+        what an exported model records so that timm rebuilds the same network (``backbones.py``)."""
         h = self.hparams
-        overrides = {"patch_size": h.patch_size, "embed_dim": h.embed_dim, "depth": h.depth, "num_heads": h.num_heads}
-        return {
-            "num_classes": 0,
-            "dynamic_img_size": True,  # local crops are smaller than the position-embedding grid
-            "img_size": h.global_crop_size,  # the position-embedding grid; other sizes are interpolated
-            **{k: v for k, v in overrides.items() if v is not None},
-        }
+        return backbone_arguments(h.arch, h.global_crop_size, patch_size=h.patch_size, embed_dim=h.embed_dim,
+                                  depth=h.depth, num_heads=h.num_heads)
 
     def _backbone(self, drop_path_rate: float) -> nn.Module:
-        return timm.create_model(self.hparams.arch, pretrained=False, drop_path_rate=drop_path_rate,
-                                 **self.backbone_kwargs())
+        # Drop-path only when asked for (timm's default is none): some convnets take no such argument.
+        drop_path = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        return timm.create_model(self.hparams.arch, pretrained=False, **drop_path, **self.backbone_kwargs())
 
     def _head(self, embed_dim: int) -> DINOHead:
         h = self.hparams
@@ -172,8 +200,9 @@ class DINO(L.LightningModule):
 
     @property
     def teacher_backbone(self) -> nn.Module:
-        """The teacher's timm VisionTransformer (``num_classes=0``): ``forward(x) -> [B, D]`` CLS
-        embedding, ``forward_features(x) -> [B, 1 + h*w, D]`` tokens. Expects ImageNet-normalised input."""
+        """The teacher's timm network (``num_classes=0``), ImageNet-normalised input. A ViT:
+        ``forward(x) -> [B, D]`` CLS embedding, ``forward_features(x) -> [B, 1 + h*w, D]`` tokens; a
+        convnet: ``forward(x) -> [B, D]`` pooled feature, ``forward_features(x) -> [B, D, h, w]``."""
         return self.teacher.backbone
 
     def train_transform(self) -> MultiCropTransform:
@@ -262,6 +291,8 @@ class DINO(L.LightningModule):
             {"params": no_decay, "weight_decay": 0.0, "scheduled_weight_decay": False},
         ]
         # lr and weight decay are set every step from the schedules (on_train_batch_start).
+        if self.hparams.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=0.0, momentum=0.9)
         return torch.optim.AdamW(groups, lr=0.0)
 
     def on_fit_start(self) -> None:

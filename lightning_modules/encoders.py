@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modules.backbones import feature_stride, is_vit_backbone
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 REFERENCE_ENCODERS = ("random_vit", "rgb", "efficientnet_lite0")
@@ -74,6 +76,23 @@ class ViTEncoder(Encoder):
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
 
 
+class ConvEncoder(Encoder):
+    """A timm convnet built with ``num_classes=0`` (e.g. a DINO ResNet teacher): the global embedding is
+    its own pooled feature ``net(x) -> [B, D]`` (global average pooling, plus the head norm of a
+    ConvNeXt); the dense features are its last feature map ``forward_features(x) -> [B, D, h, w]``, whose
+    effective stride (32 for a ResNet) is the encoder's ``patch_size``."""
+
+    def __init__(self, net: nn.Module, name: str, image_size: int = PAPER_IMAGE_SIZE) -> None:
+        super().__init__(name, net.num_features, feature_stride(net), IMAGENET_MEAN, IMAGENET_STD, image_size)
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalise(images))
+
+    def patch_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(self.normalise(images))
+
+
 class PixelEncoder(Encoder):
     """Raw pixels (the paper's "RGB" row): a patch's feature is its flattened pixels; the global
     embedding is the image resized to ``global_size`` and flattened."""
@@ -121,12 +140,16 @@ class EfficientNetLite0Encoder(Encoder):
         return self.net.extract_features(self.normalise(images))
 
 
-def encoder_from_backbone(vit: nn.Module, name: str = "teacher") -> ViTEncoder:
-    """Wrap a training model's ViT (e.g. ``DINO.teacher_backbone``) without copying it.
+def encoder_from_backbone(backbone: nn.Module, name: str = "teacher",
+                          image_size: int = PAPER_IMAGE_SIZE) -> ViTEncoder | ConvEncoder:
+    """Wrap a training model's timm network (e.g. ``DINO.teacher_backbone``) without copying it: a
+    :class:`ViTEncoder` for a VisionTransformer, a :class:`ConvEncoder` for a convnet.
 
     Not frozen: callers run it under ``torch.no_grad()`` and restore its train/eval mode.
     """
-    return ViTEncoder(vit, name)
+    if is_vit_backbone(backbone):
+        return ViTEncoder(backbone, name, image_size)
+    return ConvEncoder(backbone, name, image_size)
 
 
 def random_vit(arch: str = "vit_small_patch16_224", seed: int = 0) -> ViTEncoder:
@@ -137,17 +160,18 @@ def random_vit(arch: str = "vit_small_patch16_224", seed: int = 0) -> ViTEncoder
     return ViTEncoder(vit, f"random_vit:{arch}")
 
 
-def load_dino_checkpoint(path: str | Path) -> ViTEncoder:
-    """The teacher backbone of a DINO checkpoint (the model the paper evaluates)."""
+def load_dino_checkpoint(path: str | Path) -> ViTEncoder | ConvEncoder:
+    """The teacher backbone of a DINO checkpoint (the model the paper evaluates), ViT or convnet."""
     from lightning_modules.dino import DINO
 
     module = DINO.load_from_checkpoint(str(path), map_location="cpu")
-    encoder = ViTEncoder(module.teacher_backbone, Path(path).stem, image_size=int(module.hparams.global_crop_size))
+    encoder = encoder_from_backbone(module.teacher_backbone, Path(path).stem,
+                                    image_size=int(module.hparams.global_crop_size))
     encoder.checkpoint = str(path)  # where its training run (config.yaml: data, process) can be found
     return encoder
 
 
-def random_twin(checkpoint: str | Path, seed: int = 0) -> ViTEncoder:
+def random_twin(checkpoint: str | Path, seed: int = 0) -> ViTEncoder | ConvEncoder:
     """A fresh random initialisation (``seed``) of a DINO checkpoint's architecture, at the checkpoint's
     input size: the paper's "random init" row for that model."""
     from lightning_modules.dino import DINO
@@ -157,8 +181,8 @@ def random_twin(checkpoint: str | Path, seed: int = 0) -> ViTEncoder:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = DINO(**hparams).teacher_backbone
-    twin = ViTEncoder(backbone, f"random_init:{Path(checkpoint).stem}",
-                      image_size=int(hparams.get("global_crop_size", PAPER_IMAGE_SIZE))).freeze()
+    twin = encoder_from_backbone(backbone, f"random_init:{Path(checkpoint).stem}",
+                                 image_size=int(hparams.get("global_crop_size", PAPER_IMAGE_SIZE))).freeze()
     twin.checkpoint = str(checkpoint)  # the twin of this run: same input size, same procedural process
     return twin
 

@@ -11,8 +11,9 @@ writes into ``OUT``:
   ``--checkpoint_key teacher`` extracts, without the ``backbone.`` prefix), for
   ``timm.create_model(arch, num_classes=0, ...).load_state_dict(torch.load(...))``.
 
-Embeddings from the exported model equal the checkpoint's (the CLS token after the final norm, as
-the evaluations and the visual memory use it). Files are written to a temporary folder and renamed,
+Embeddings from the exported model equal the checkpoint's, as the evaluations and the visual memory
+use them: for a ViT the CLS token after the final norm (``forward_features(x)[:, 0]``), for a convnet
+(``model.arch=resnet18``, ...) the pooled feature ``model(x)`` (built with ``num_classes=0``). Files are written to a temporary folder and renamed,
 so an interrupted export leaves no half folder.
 """
 
@@ -42,7 +43,7 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
     module = DINO.load_from_checkpoint(str(checkpoint), map_location="cpu")
     backbone = module.teacher_backbone.eval()
     kwargs = module.backbone_kwargs()
-    size = int(kwargs["img_size"])
+    size = int(module.hparams.global_crop_size)  # the training input side (a ViT's img_size too)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

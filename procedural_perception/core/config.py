@@ -64,11 +64,13 @@ def compose(overrides: Sequence[str] = (), root: str = "train", config_dir: Path
 
     cfg = OmegaConf.create({g: fill_defaults(node) for g, node in nodes.items()})
     cfg = OmegaConf.merge(cfg, base)
+    profile_keys: set[str] = set()
     if "profile" in choices:
-        _apply_profile(cfg, _load_group(config_dir, "profile", choices["profile"]))
+        profile_keys = _apply_profile(cfg, _load_group(config_dir, "profile", choices["profile"]))
     cfg.choices = choices  # before the overrides: run_name interpolates the choices
     for key, value in values:
         set_checked(cfg, key, parse_value(value))
+    _reset_unused_profile_values(cfg, profile_keys - {key for key, _ in values})
     OmegaConf.set_struct(cfg, True)
     return cfg
 
@@ -91,11 +93,34 @@ def _load_group(config_dir: Path, group: str, choice: str) -> DictConfig:
     return OmegaConf.merge(*(_load_group(config_dir, group, c) for c in includes), node) if includes else node
 
 
-def _apply_profile(cfg: DictConfig, profile: DictConfig) -> None:
-    """Set each profile leaf that the chosen groups define (profiles span several models)."""
+def _apply_profile(cfg: DictConfig, profile: DictConfig) -> set[str]:
+    """Set each profile leaf that the chosen groups define (profiles span several models); return the
+    dotted keys it set."""
+    applied = set()
     for key, value in _leaves(profile):
         if OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
             set_checked(cfg, key, value)
+            applied.add(key)
+    return applied
+
+
+def _reset_unused_profile_values(cfg: DictConfig, profile_keys: set[str]) -> None:
+    """Give back its constructor default to each value the profile set (not the command line) that the
+    group's ``_target_`` says it does not use with the other values: a target may define
+    ``unused_arguments(arguments) -> names`` (DINO: the ViT-only shape keys when ``arch`` is a convnet,
+    so ``profile=cpu model.arch=resnet18`` drops the profile's ViT depth instead of refusing it)."""
+    for group in cfg:
+        node = cfg[group]
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        factory = target_factory(node._target_)
+        unused = getattr(factory, "unused_arguments", None)
+        if unused is None:
+            continue
+        defaults = signature_defaults(factory)
+        for name in unused(OmegaConf.to_container(node, resolve=True)):
+            if f"{group}.{name}" in profile_keys and name in defaults:
+                node[name] = defaults[name]
 
 
 _MISSING = object()
