@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from lightning_modules.encoders import build_encoder, random_twin
 from procedural_perception.core.benchmark_rows import quick, row, write_rows
 from procedural_perception.evaluations.embedding import labelled_subset
-from procedural_perception.visual_memory.voting import predict
+from procedural_perception.evaluations.knn import accuracy_metrics, search_neighbours
 
 IMAGE_SIZE, K, RULE = 64, 20, "dino"
 
@@ -39,9 +39,10 @@ def tokens(encoder, spec: str, size: int, seed: int) -> tuple[torch.Tensor, torc
 
 
 def knn_top1(memory: torch.Tensor, memory_labels, queries: torch.Tensor, query_labels) -> float:
-    sims, idx = (F.normalize(queries, dim=1) @ F.normalize(memory, dim=1).T).topk(K, dim=1)
-    guess = predict(sims.double(), memory_labels[idx], 10, RULE)
-    return 100.0 * float((guess == query_labels).float().mean())
+    """DINO-vote top-1 (%) at k = K, through the kNN task's own search and vote (features unit-normalised)."""
+    neighbours = search_neighbours(F.normalize(memory, dim=1), memory_labels, F.normalize(queries, dim=1),
+                                   query_labels, K, num_classes=10, device="cpu")
+    return accuracy_metrics(neighbours, ks=[K], rules=[RULE])[f"knn/{RULE}/k{K}/top1"]
 
 
 def readout_rows(name: str, encoder, sizes: tuple[int, int]) -> list[dict]:

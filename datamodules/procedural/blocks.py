@@ -96,13 +96,18 @@ class BlockConfig:
         return self.block_size * self.ingredients / self.pool_size
 
 
+def slot_rng(seed: int, block: int, slot: int, attempt: int) -> np.random.Generator:
+    """The random stream of one program slot's ``attempt``: its program (without a pool) and its uniforms."""
+    return np.random.default_rng([seed, block, slot, attempt])
+
+
 def fresh_program_seeds(seed: int, block: int, per_block: int) -> np.ndarray:
     """int64 [per_block]: the program seeds block ``block`` draws first without a pool (``program_pool=0``).
 
-    The same draw as :meth:`BlockMaker._program` at attempt 0 (replacements not included), so a run's
-    distinct-program count follows from its block schedule without rendering.
+    The first draw of :func:`slot_rng` at attempt 0, as :meth:`BlockMaker._program` makes it (replacements
+    not included), so a run's distinct-program count follows from its block schedule without rendering.
     """
-    return np.array([np.random.default_rng([seed, block, slot, 0]).integers(2**31) for slot in range(per_block)])
+    return np.array([slot_rng(seed, block, slot, 0).integers(2**31) for slot in range(per_block)])
 
 
 @dataclass
@@ -169,7 +174,7 @@ class BlockMaker:
         """``draws`` non-degenerate uint8 renders [draws, H, W, 3] of one program slot."""
         cfg = self.config
         for attempt in range(MAX_PROGRAM_ATTEMPTS):
-            rng = np.random.default_rng([cfg.seed, block, slot, attempt])
+            rng = slot_rng(cfg.seed, block, slot, attempt)
             program = self._program(block, slot, attempt, rng)
             images = self.renderer.render(program, program.sample_params(rng, draws))
             if images is None:

@@ -14,11 +14,10 @@ figure: the full run trains far longer (``make bench-compositional``).
 from __future__ import annotations
 
 import os
-import time
 
-import lightning
 import torch
 
+from procedural_perception.compositional.benchmark import train
 from procedural_perception.compositional.data import CompositionalDataModule
 from procedural_perception.compositional.evaluation import recon_ratio, slot_usage
 from procedural_perception.compositional.slot_vae import SlotVAE
@@ -30,17 +29,6 @@ NEW = dict(decoder="alpha", n_slots=3, d_model=64, layers=3, train_pixels=256, a
            alpha_warmup=0.25)
 
 
-def fit(model: SlotVAE, data: CompositionalDataModule, steps: int) -> float:
-    """Train ``model`` for ``steps`` steps on ID scenes; return the seconds taken."""
-    lightning.seed_everything(0, verbose=False)
-    trainer = lightning.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                                enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                                enable_progress_bar=False)
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=data)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     steps, size = int(os.environ.get("TRIAL_STEPS", "800")), int(os.environ.get("TRIAL_SIZE", "32"))
@@ -50,7 +38,7 @@ def main() -> None:
     for name, options in (("old", OLD), ("new", NEW)):
         options = {"alpha_warmup": min(1.0, 300 / steps), **options} if name == "old" else options
         model = SlotVAE(n_objects=2, image_size=size, **options)
-        seconds = fit(model, data, steps)
+        seconds = train(model, data, steps, seed=0)
         model.eval()
         ratio = recon_ratio(model, data.val_set.images)
         share = slot_usage(model, data.val_set.images, n_objects=2)["min_slot_share"]
