@@ -35,6 +35,7 @@ the programs of blocks 0..1 (seed 0) cached, so the per-process rows see a machi
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -321,5 +322,27 @@ def main() -> None:
     write_rows("render", rows)
 
 
+def pipeline_main() -> None:
+    """Only the rows about feeding training (``python -m benchmarks.render pipeline``, written to
+    ``render_pipeline.json``): the anchor's 512 px decode + RandomResizedCrop, direct crop rendering and the
+    cpu profile's data-wait fraction. They need an otherwise idle machine, which the whole benchmark
+    (tens of minutes) rarely gets; these take a few minutes."""
+    workers = os.cpu_count() or 1
+    n = 1024 if quick() else 4096
+    with tempfile.TemporaryDirectory() as tmp:
+        previous = os.environ.get("MESA_SHADER_CACHE_DIR")
+        os.environ["MESA_SHADER_CACHE_DIR"] = str(Path(tmp) / "mesa")
+        paths = write_jpegs(Path(tmp) / "224", 256 if quick() else 1024, workers)
+        rows = anchor_decode_rows(write_jpegs(Path(tmp) / "512", 64 if quick() else 256, workers, 512), paths,
+                                  workers, n)
+        rows += crop_rows()
+        rows += data_wait_rows(24 if quick() else 96)
+        if previous is None:
+            os.environ.pop("MESA_SHADER_CACHE_DIR")
+        else:
+            os.environ["MESA_SHADER_CACHE_DIR"] = previous
+    write_rows("render_pipeline", rows)
+
+
 if __name__ == "__main__":
-    main()
+    pipeline_main() if sys.argv[1:2] == ["pipeline"] else main()

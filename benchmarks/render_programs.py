@@ -18,6 +18,7 @@ from datamodules.procedural.program_pool import block_programs
 from datamodules.procedural.warm_pool import warm_programs
 from datamodules.shaders import ShaderDataModule
 from procedural_perception.core.benchmark_rows import quick, row
+from procedural_perception.training.data_wait import DataWait
 
 # ------------------------------------------------------------------------------------ per-program costs
 
@@ -111,35 +112,6 @@ def programs_per_block_rows(workers: int, image_size: int, batch_size: int, n: i
 # ------------------------------------------------------------------------------------ data wait in training
 
 
-class _WaitTimer:
-    """Lightning callback: seconds waiting for the next batch (end of a step -> start of the next) and
-    seconds inside steps. The first batch (worker start-up, first block) is kept apart."""
-
-    def __init__(self):
-        import lightning as L
-
-        outer = self
-
-        class Callback(L.Callback):
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                now = time.perf_counter()
-                if outer.step_end is None:
-                    outer.startup = now - outer.fit_start
-                else:
-                    outer.waits.append(now - outer.step_end)
-                outer.step_start = now
-
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                outer.step_end = time.perf_counter()
-                outer.steps.append(outer.step_end - outer.step_start)
-
-        self.callback = Callback()
-        self.waits, self.steps = [], []
-        self.step_start = self.step_end = None
-        self.fit_start = time.perf_counter()
-        self.startup = 0.0
-
-
 def data_wait_rows(steps: int) -> list[dict]:
     """Fraction of the cpu-profile training step spent waiting for data: the real DataModule + DINO.
 
@@ -161,19 +133,18 @@ def data_wait_rows(steps: int) -> list[dict]:
     indices = sorted({int(i) for b in range(blocks) for i in block_programs(
         config.seed, config.program_pool, config.programs_per_block, b)})
     warm = warm_programs(indices, config.image_size)
-    timer = _WaitTimer()
+    timer = DataWait()  # the monitor every training run has (time/data_wait_pct)
     with tempfile.TemporaryDirectory() as logs:
         trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, max_epochs=-1, logger=False,
-                            callbacks=[timer.callback], enable_checkpointing=False, enable_progress_bar=False,
+                            callbacks=[timer], enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, default_root_dir=logs)
-        timer.fit_start = time.perf_counter()
         trainer.fit(model, datamodule=dm)
-    wait, busy = float(np.sum(timer.waits)), float(np.sum(timer.steps[1:]))
-    extra = dict(steps=len(timer.waits), batch_size=dm.batch_size, num_workers=dm.num_workers,
+    wait, busy = timer.wait_s, timer.busy_s
+    extra = dict(steps=timer.steps, batch_size=dm.batch_size, num_workers=dm.num_workers,
                  programs_per_block=config.programs_per_block, image_size=config.image_size)
     return [
-        row("train/cpu_profile_data_wait", 100 * wait / (wait + busy), "% of step time", "target", 5.0,
-            higher_is_better=False, **extra, startup_s=timer.startup,
+        row("train/cpu_profile_data_wait", timer.percent(), "% of step time", "target", 5.0,
+            higher_is_better=False, **extra, startup_s=timer.startup_s,
             note="loader wait between steps / (wait + step), first batch excluded; programs in the disk cache"),
         row("train/cpu_profile_first_run_compile", warm["seconds"], "s", "seconds of those steps' training",
             busy + wait, higher_is_better=False, programs=warm["compiled"],

@@ -28,6 +28,7 @@ from rich.console import Console
 from lightning_modules.dino import NonFiniteLossError
 from procedural_perception.core.config import CONFIG_DIR, ConfigError, compose, instantiate
 from procedural_perception.core.run_config import write_run_config
+from procedural_perception.training.data_wait import DataWait
 from procedural_perception.training.launch import global_rank, trainer_arguments
 from procedural_perception.training.precision import resolve_precision
 from procedural_perception.training.progress import progress_bar
@@ -42,7 +43,8 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    """The enabled callback nodes, plus a last-checkpoint and a progress bar when none is configured."""
+    """The enabled callback nodes, plus a last-checkpoint, a progress bar and the data-wait monitor when the
+    chosen callbacks have none (a ``data_wait`` entry switched off stays off)."""
     callbacks = []
     for name, node in cfg.callbacks.items():
         if not isinstance(node, DictConfig) or "_target_" not in node:
@@ -53,6 +55,8 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
         callbacks.append(ModelCheckpoint(dirpath=run_dir(cfg) / "checkpoints", save_last=True))
     if not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(progress_bar())
+    if "data_wait" not in cfg.callbacks and not any(isinstance(c, DataWait) for c in callbacks):
+        callbacks.append(DataWait())
     return callbacks
 
 

@@ -2,7 +2,8 @@
 
 In a terminal the live Rich bar redraws one line. Without one (SLURM, ``nohup``, a pipe) that bar
 writes nothing readable until the end, so :class:`LineProgress` prints one plain line every N steps
-instead: step / total, epoch, loss, images per second and the estimated time left. The config entry
+instead: step / total, epoch, loss, the share of time waiting for data, images per second and the
+estimated time left. The config entry
 ``callbacks.progress_bar`` (``configs/callbacks/basic.yaml``) calls :func:`progress_bar`, which picks one.
 """
 
@@ -26,7 +27,7 @@ def progress_bar(every_n_steps: int = 20, stream: TextIO | None = None) -> Progr
 class LineProgress(ProgressBar):
     """One line every ``every_n_steps`` optimisation steps (and at the end), rank 0 only::
 
-        step 240/960 (25%) | epoch 4 | loss 5.412 | 98.3 img/s | ETA 7m 20s
+        step 240/960 (25%) | epoch 4 | loss 5.412 | data wait 3% | 98.3 img/s | ETA 7m 20s
     """
 
     def __init__(self, every_n_steps: int = 20, stream: TextIO | None = None) -> None:
@@ -68,6 +69,9 @@ class LineProgress(ProgressBar):
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:
             parts.append(f"loss {float(loss):.3f}")
+        wait = trainer.callback_metrics.get("time/data_wait_pct")
+        if wait is not None:
+            parts.append(f"data wait {float(wait):.0f}%")
         programs = trainer.callback_metrics.get("data/distinct_programs")
         if programs is not None:
             parts.append(f"{int(programs)} programs")
