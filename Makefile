@@ -124,8 +124,8 @@ bench-diversity: setup ## Vendi score, spectrum slope, colour statistics per pro
 bench-backbones: setup ## Training images/s of the cpu profile with resnet18 / resnet10t vs the ViT (QUICK=1: model step only)
 	$(PY) -m benchmarks.backbones
 
-bench-feature-norm: setup ## Centring / whitening with procedural statistics on Fashion-MNIST kNN: CKPT=path.ckpt
-	$(PY) -m benchmarks.feature_norm $(if $(filter %.ckpt,$(CKPT)),--checkpoint $(CKPT))
+bench-feature-norm: setup ## Centring / whitening with procedural statistics on Fashion-MNIST kNN: CKPT="a.ckpt [b.ckpt ...]"
+	$(PY) -m benchmarks.feature_norm $(if $(filter %.ckpt,$(CKPT)),--checkpoint $(filter %.ckpt,$(CKPT)))
 
 bench: bench-render bench-train bench-memory bench-ddp bench-compositional ## Every benchmark, then one report
 	$(PY) -m benchmarks.report

@@ -1,9 +1,9 @@
 """Feature centring / whitening with procedural statistics, measured on Fashion-MNIST kNN:
 ``make bench-feature-norm CKPT=runs/<run>/checkpoints/last.ckpt`` (QUICK=1: a small check).
 
-    python -m benchmarks.feature_norm [--checkpoint path.ckpt] [--encoders efficientnet_lite0]
+    python -m benchmarks.feature_norm [--checkpoint a.ckpt [b.ckpt ...]] [--encoders efficientnet_lite0]
 
-Rows: for each encoder (the checkpoint, its random-initialisation twin, EfficientNet-Lite0) and each
+Rows: for each encoder (the checkpoints, their random-initialisation twin, EfficientNet-Lite0) and each
 mode (``centre``, ``whiten``): DINO-vote kNN top-1 at k = 20, the memory's mean pairwise cosine and
 its effective rank, each against the same encoder's raw features measured in the same run (the
 baseline). Memory 5,000 Fashion-MNIST training images, 1,000 test queries (seeded subsets, the kNN
@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from lightning_modules.encoders import build_encoder, random_twin
 from procedural_perception.core.atomic import atomic_write_text
 from procedural_perception.core.benchmark_rows import RESULTS_DIR, quick, row, write_rows
+from procedural_perception.core.checkpoints import read_checkpoint
+from procedural_perception.core.run_config import run_dir_of
 from procedural_perception.evaluations.embedding import embed_dataset
 from procedural_perception.evaluations.embedding_geometry import anisotropy_metrics
 from procedural_perception.evaluations.feature_norm import MODES, FeatureNormEncoder, feature_statistics
@@ -40,7 +42,8 @@ SMALL = {"memory_size": 300, "query_size": 100, "samples": 256}
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.feature_norm", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=None, help="a DINO checkpoint: its row and its random twin's")
+    p.add_argument("--checkpoint", nargs="+", default=[], metavar="CKPT",
+                   help="DINO checkpoints: a row each (named by run), and one random twin per architecture")
     p.add_argument("--encoders", default="efficientnet_lite0", help="reference rows, comma-separated ('' for none)")
     p.add_argument("--memory-size", type=int, default=None, help=f"memory images (default {FULL['memory_size']})")
     p.add_argument("--query-size", type=int, default=None, help=f"query images (default {FULL['query_size']})")
@@ -72,11 +75,23 @@ def measure(label: str, encoder, task: KNNClassification, samples: int) -> dict[
     return out
 
 
+ARCHITECTURE_KEYS = ("arch", "depth", "patch_size", "embed_dim", "num_heads", "global_crop_size")
+
+
 def encoders(args: argparse.Namespace) -> dict[str, object]:
-    out = {}
-    if args.checkpoint:
-        out["checkpoint"] = build_encoder(args.checkpoint)
-        out["random init twin"] = random_twin(args.checkpoint)
+    """The checkpoints (labelled by run; one alone keeps the label "checkpoint"), a random twin for each
+    distinct architecture (twins of one architecture are the same network: ``random_twin`` seeds them alike),
+    then the reference encoders."""
+    out, twins = {}, {}
+    for checkpoint in args.checkpoint:
+        label = "checkpoint" if len(args.checkpoint) == 1 else run_dir_of(checkpoint).name
+        out[label] = build_encoder(checkpoint)
+        hparams = read_checkpoint(checkpoint)["hyper_parameters"]
+        architecture = tuple(hparams.get(key) for key in ARCHITECTURE_KEYS)
+        if architecture not in twins:
+            twins[architecture] = random_twin(checkpoint)
+    for i, twin in enumerate(twins.values()):
+        out["random init twin" + (f" {i + 1}" if len(twins) > 1 else "")] = twin
     for spec in [s for s in args.encoders.split(",") if s]:
         out[spec] = build_encoder(spec)
     return out
