@@ -17,6 +17,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
+from procedural_perception.training.data_wait import DataWait
+
 
 def progress_bar(every_n_steps: int = 20, stream: TextIO | None = None) -> ProgressBar:
     """The Rich bar when ``stream`` (default stdout) is a terminal, else plain lines every ``every_n_steps``."""
@@ -69,9 +71,9 @@ class LineProgress(ProgressBar):
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:
             parts.append(f"loss {float(loss):.3f}")
-        wait = trainer.callback_metrics.get("time/data_wait_pct")
-        if wait is not None:
-            parts.append(f"data wait {float(wait):.0f}%")
+        wait = next((c for c in trainer.callbacks if isinstance(c, DataWait)), None)
+        if wait is not None and wait.steps > 0:
+            parts.append(f"data wait {wait.percent():.0f}%")  # over the fit so far (TensorBoard: per log window)
         programs = trainer.callback_metrics.get("data/distinct_programs")
         if programs is not None:
             parts.append(f"{int(programs)} programs")
