@@ -13,7 +13,7 @@ task's own), 64 px, statistics from 2,048 procedural images of the encoder's tra
 The features of each encoder are computed once and every mode is applied to them with
 :meth:`FeatureNormEncoder.transform`, the function the ``--feature-norm`` evaluation runs inside the
 encoder, so the numbers equal ``make eval ... ARGS="--feature-norm whiten"`` at these settings.
-The rows also go to ``benchmarks/results/feature_norm.md`` as one table.
+The rows also go to ``benchmarks/results/<name>.md`` as one table (``--name``, default feature_norm).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-size", type=int, default=None, help=f"memory images (default {FULL['memory_size']})")
     p.add_argument("--query-size", type=int, default=None, help=f"query images (default {FULL['query_size']})")
     p.add_argument("--samples", type=int, default=None, help=f"procedural images (default {FULL['samples']})")
+    p.add_argument("--name", default="feature_norm",
+                   help="results name: benchmarks/results/<name>.json and .md (default feature_norm)")
     return p.parse_args(argv)
 
 
@@ -118,10 +120,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                          f"{label} raw", base["memory/mean_cosine"], higher_is_better=False),
                      row(f"feature_norm/{label}/{mode}/effective_rank", metrics["memory/effective_rank"], "rank",
                          f"{label} raw", base["memory/effective_rank"])]
-    write_rows("feature_norm", rows)
+    write_rows(args.name, rows)
     settings = (f"Fashion-MNIST, memory {sizes['memory_size']} / queries {sizes['query_size']}, {IMAGE_SIZE} px; "
                 f"statistics from {sizes['samples']} procedural images.")
-    atomic_write_text(RESULTS_DIR / "feature_norm.md", settings + "\n\n" + "\n".join(lines) + "\n")
+    atomic_write_text(RESULTS_DIR / f"{args.name}.md", settings + "\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
