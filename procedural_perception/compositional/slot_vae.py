@@ -14,8 +14,10 @@ reconstruction plateaus, then a linear ramp over ``alpha_warmup`` of training). 
 the unregularised VAE.
 
 Decoders (``decoder``): "attention" (``slot_decoder.py``: pixels cross-attend to all slots, Brady et
-al.) or "alpha" (``alpha_decoder.py``: each slot decoded alone, alpha masks normalised over slots,
-Wiedemer et al.). ``n_slots`` may exceed ``n_objects`` (a background slot: ``n_objects + 1``).
+al.), "alpha" (``alpha_decoder.py``: each slot decoded alone by a per-pixel MLP, alpha masks normalised
+over slots, Wiedemer et al.) or "conv_alpha" (``conv_alpha_decoder.py``: the same composition, each slot
+decoded to a whole image by an MLP and transposed convolutions; the one that fits its training scenes,
+see ``decoder_trial.py``). ``n_slots`` may exceed ``n_objects`` (a background slot: ``n_objects + 1``).
 
 Collapse monitor: the min slot share of each batch (``slot_share.py``) is logged; once
 ``collapse_check_start`` of training has passed and the decoder draws the objects (running
@@ -37,6 +39,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from procedural_perception.compositional.alpha_decoder import AlphaMaskDecoder
+from procedural_perception.compositional.conv_alpha_decoder import ConvAlphaDecoder
 from procedural_perception.compositional.interaction import interaction_penalty
 from procedural_perception.compositional.latent_search import gaussian_prior, latent_search
 from procedural_perception.compositional.regulariser_schedule import PlateauDetector, ramp_weight
@@ -57,8 +60,9 @@ class SlotVAE(lightning.LightningModule):
 
     Encoder: ``encoder`` ("mlp" or "slot_attention"), ``channels``, ``hidden``. Decoder: ``decoder``,
     ``d_model`` (width), ``heads`` and ``layers`` (attention blocks; for "alpha", hidden layers of the
-    per-pixel MLP), ``frequencies`` (Fourier octaves), ``out_hidden`` (MLP output head width of the
-    attention decoder, 0: linear). Loss: ``beta``, ``alpha`` (about 1e-4 in these per-pixel-mean units
+    per-pixel MLP; for "conv_alpha", ``d_model`` is the slot MLP's width and ``channels`` its convolutions'
+    width), ``frequencies`` (Fourier octaves), ``out_hidden`` (MLP output head width of the attention
+    decoder, 0: linear). ``lr_warmup``: steps of linear learning-rate warm-up (0: none). Loss: ``beta``, ``alpha`` (about 1e-4 in these per-pixel-mean units
     is Brady et al.'s relative weight), ``alpha_start``, ``alpha_warmup`` (fractions of training),
     ``alpha_on_plateau``, ``replay_weight``, ``replay_start``. Search: ``search_steps``, ``search_lr``
     (in units of the ID spread of each latent), ``search_prior``. Monitor: ``min_slot_share``
@@ -94,6 +98,7 @@ class SlotVAE(lightning.LightningModule):
         encoder: str = "mlp",
         min_slot_share: float = 0.05,
         collapse_check_start: float = 0.5,
+        lr_warmup: int = 0,
     ) -> None:
         super().__init__()
         n_objects = n_slots if n_objects is None else n_objects
@@ -114,8 +119,10 @@ class SlotVAE(lightning.LightningModule):
             self.decoder = SlotDecoder(slot_dim, image_size, d_model, heads, layers, frequencies, out_hidden=out_hidden)
         elif decoder == "alpha":
             self.decoder = AlphaMaskDecoder(slot_dim, image_size, d_model, layers, frequencies)
+        elif decoder == "conv_alpha":
+            self.decoder = ConvAlphaDecoder(slot_dim, image_size, hidden=d_model, channels=channels)
         else:
-            raise ValueError(f"decoder must be 'attention' or 'alpha', got {decoder!r}.")
+            raise ValueError(f"decoder must be 'attention', 'alpha' or 'conv_alpha', got {decoder!r}.")
         self.plateau = PlateauDetector()
         self.share_average: float | None = None
         self.ratio_average: float | None = None
@@ -229,4 +236,9 @@ class SlotVAE(lightning.LightningModule):
         self.log("test/recon", ((recon - batch[0]) ** 2).mean())
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        optimiser = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        if not self.hparams.lr_warmup:
+            return optimiser
+        warmup = self.hparams.lr_warmup
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
