@@ -13,7 +13,7 @@ import time
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.procedural.blocks import BlockConfig
+from datamodules.procedural.blocks import BlockConfig, fresh_program_seeds
 from datamodules.procedural.program_pool import block_programs
 from datamodules.procedural.warm_pool import warm_programs
 from datamodules.shaders import ShaderDataModule
@@ -130,8 +130,9 @@ def data_wait_rows(steps: int) -> list[dict]:
     config: BlockConfig = dm.config
     per_epoch = dm.blocks_per_epoch()  # whole epochs: the loader renders a shuffle window ahead of training
     blocks = per_epoch * math.ceil(steps * dm.batch_size / (per_epoch * config.block_size))
-    indices = sorted({int(i) for b in range(blocks) for i in block_programs(
-        config.seed, config.program_pool, config.programs_per_block, b)})
+    indices = sorted({int(i) for b in range(blocks) for i in (  # pool entry i is program seed i
+        fresh_program_seeds(config.seed, b, config.programs_per_block) if config.program_pool == 0
+        else block_programs(config.seed, config.program_pool, config.programs_per_block, b))})
     warm = warm_programs(indices, config.image_size)
     timer = DataWait()  # the monitor every training run has (time/data_wait_pct)
     with tempfile.TemporaryDirectory() as logs:
