@@ -181,7 +181,9 @@ def read_training(root: Path) -> tuple[set[str], str]:
     from datamodules.images import ImageFolderDataModule
     from procedural_perception.datasets.image_files import printable
 
-    module = ImageFolderDataModule(str(root), batch_size=2, num_workers=1, report=str(root.parent / "skipped.txt"))
+    # Batches of one: training drops the last partial batch of a shuffled epoch (drop_last), so with larger
+    # batches a randomly placed file may go unread in the epoch, and a damaged one unreported.
+    module = ImageFolderDataModule(str(root), batch_size=1, num_workers=1, report=str(root.parent / "skipped.txt"))
     module.setup()
     for _ in module.train_dataloader():
         pass

@@ -191,7 +191,7 @@ def test_slot_usage_detects_collapse():
     assert usage["interaction"] == 0.0 and usage["min_slot_share"] == 0.0
 
 
-@pytest.mark.parametrize("encoder", ["mlp", "slot_attention"])
+@pytest.mark.parametrize("encoder", ["mlp", "mlp_s4", "slot_attention"])
 def test_encoders_give_k_slots(encoder):
     model = SlotVAE(encoder=encoder, **SMALL)
     mean, logvar = model.encode(torch.rand(3, 3, 32, 32))
@@ -213,6 +213,18 @@ def test_regressor_learns_and_cannot_search():
     assert matched_mse(model.encoder(images), latents).item() < first
     with pytest.raises(ValueError, match="no decoder"):
         model.infer(images, search=True)
+
+
+def test_the_s4_encoder_keeps_an_8x8_map_at_32px_and_checks_its_sizes():
+    from procedural_perception.compositional.slot_encoder import SlotEncoder
+
+    encoder = SlotEncoder(3, 16, image_size=32, channels=8, downsample=4)
+    features = encoder.conv(torch.rand(2, 5, 32, 32))
+    assert features.shape == (2, 8, 8, 8) and encoder(torch.rand(2, 3, 32, 32)).shape == (2, 3, 16)
+    with pytest.raises(ValueError, match="downsample must be"):
+        SlotEncoder(3, 16, downsample=2)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        SlotEncoder(3, 16, image_size=30, downsample=4)
 
 
 @pytest.mark.slow

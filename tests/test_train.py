@@ -14,6 +14,7 @@ from datamodules.images import ImageFolderDataModule
 from lightning_modules.dino import DINO, NonFiniteLossError
 from procedural_perception.cli.train import build_callbacks, main
 from procedural_perception.core.config import compose
+from procedural_perception.training.data_wait import DataWait
 from procedural_perception.training.precision import resolve_precision
 from procedural_perception.training.progress import progress_bar
 
@@ -167,7 +168,7 @@ def test_callbacks_enabled_flag_and_fallbacks():
     assert any(isinstance(c, ModelCheckpoint) for c in callbacks)
     bare = build_callbacks(compose(["data=images", "profile=cpu", "callbacks=none"]))
     # the fallback bar is the one a run in this stream gets: Rich in a terminal, plain lines in a log
-    assert {type(c) for c in bare} == {ModelCheckpoint, type(progress_bar())}
+    assert {type(c) for c in bare} == {ModelCheckpoint, type(progress_bar()), DataWait}
 
 
 def test_profiles_and_precision():

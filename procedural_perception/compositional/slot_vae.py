@@ -58,7 +58,7 @@ DRAWS_OBJECTS_RATIO = 0.5
 class SlotVAE(lightning.LightningModule):
     """Batches are ``(images [B, 3, S, S], latents)``; the ground-truth latents are never used in training.
 
-    Encoder: ``encoder`` ("mlp" or "slot_attention"), ``channels``, ``hidden``. Decoder: ``decoder``,
+    Encoder: ``encoder`` ("mlp", "mlp_s4" or "slot_attention"), ``channels``, ``hidden``. Decoder: ``decoder``,
     ``d_model`` (width), ``heads`` and ``layers`` (attention blocks; for "alpha", hidden layers of the
     per-pixel MLP; for "conv_alpha", ``d_model`` is the slot MLP's width and ``channels`` its convolutions'
     width), ``frequencies`` (Fourier octaves), ``out_hidden`` (MLP output head width of the attention
