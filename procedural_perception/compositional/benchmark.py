@@ -66,7 +66,8 @@ class Sizes:
 # FULL: 32 px, where the decoder trial (decoder_trial.py) measured the conv_alpha configuration below. With the
 # S/16 encoder (a 2 x 2 map) the ID recon ratio was 0.155 after 5,000 steps (353 CPU-s; the old decoders stay at
 # ~1.0) and plateaued near 0.16 with lr 2e-3 or a cosine decay; the S/4 encoder ("mlp_s4", an 8 x 8 map) gave
-# 0.180 against 0.337 after 2,000 steps and 0.135 after 5,000 (alpha 0). Still above the 0.10 criterion, so
+# 0.180 against 0.337 after 2,000 steps and 0.135 after 5,000 (alpha 0; 0.144 with the regulariser in
+# decoder_trial.py, 0.130 after 8,000). Still above the 0.10 criterion, so
 # the OOD rows are refused. 64 px is not measured here.
 FULL = Sizes(image_size=32, n_train=10000, n_eval=500, steps=5000, regressor_steps=4000, search_steps=20,
              search_fit=500)
