@@ -49,6 +49,7 @@ from benchmarks.render_programs import (
     crop_rows,
     data_wait_rows,
     engine_rows,
+    fresh_shader_cache,
     program_cost_rows,
     programs_per_block_rows,
 )
@@ -286,9 +287,7 @@ def main() -> None:
     workers = os.cpu_count() or 1
     n = 1024 if quick() else 8192
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        previous = os.environ.get("MESA_SHADER_CACHE_DIR")
-        os.environ["MESA_SHADER_CACHE_DIR"] = str(Path(tmp) / "mesa")  # cold programs, inherited by workers
+    with tempfile.TemporaryDirectory() as tmp, fresh_shader_cache(Path(tmp) / "mesa"):  # cold programs
         paths = write_jpegs(Path(tmp) / "224", 256 if quick() else 1024, workers)
         rows += program_cost_rows()
         rows += programs_per_block_rows(workers, IMAGE_SIZE, BATCH_SIZE, n)
@@ -311,10 +310,6 @@ def main() -> None:
         rows += crop_rows()
         rows += phase_costs("kml_mixup", paths)
         rows += data_wait_rows(24 if quick() else 96)
-        if previous is None:
-            os.environ.pop("MESA_SHADER_CACHE_DIR")
-        else:
-            os.environ["MESA_SHADER_CACHE_DIR"] = previous
     rows += family_costs()
     if not quick():
         rows += program_validity(range(1000))
@@ -329,18 +324,12 @@ def pipeline_main() -> None:
     (tens of minutes) rarely gets; these take a few minutes."""
     workers = os.cpu_count() or 1
     n = 1024 if quick() else 4096
-    with tempfile.TemporaryDirectory() as tmp:
-        previous = os.environ.get("MESA_SHADER_CACHE_DIR")
-        os.environ["MESA_SHADER_CACHE_DIR"] = str(Path(tmp) / "mesa")
+    with tempfile.TemporaryDirectory() as tmp, fresh_shader_cache(Path(tmp) / "mesa"):
         paths = write_jpegs(Path(tmp) / "224", 256 if quick() else 1024, workers)
         rows = anchor_decode_rows(write_jpegs(Path(tmp) / "512", 64 if quick() else 256, workers, 512), paths,
                                   workers, n)
         rows += crop_rows()
         rows += data_wait_rows(24 if quick() else 96)
-        if previous is None:
-            os.environ.pop("MESA_SHADER_CACHE_DIR")
-        else:
-            os.environ["MESA_SHADER_CACHE_DIR"] = previous
     write_rows("render_pipeline", rows)
 
 

@@ -8,17 +8,35 @@ before any worker starts), so "cold" means a machine's first run and "cached" me
 from __future__ import annotations
 
 import math
+import os
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.procedural.blocks import BlockConfig, fresh_program_seeds
-from datamodules.procedural.program_pool import block_programs
+from datamodules.procedural.blocks import BlockConfig, scheduled_program_seeds
 from datamodules.procedural.warm_pool import warm_programs
 from datamodules.shaders import ShaderDataModule
 from procedural_perception.core.benchmark_rows import quick, row
 from procedural_perception.training.data_wait import DataWait
+
+
+@contextmanager
+def fresh_shader_cache(folder: Path):
+    """Mesa's disk cache in ``folder`` (empty: every program compiles cold) for this process and the workers
+    it starts, then the previous setting back."""
+    previous = os.environ.get("MESA_SHADER_CACHE_DIR")
+    os.environ["MESA_SHADER_CACHE_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MESA_SHADER_CACHE_DIR", None)
+        else:
+            os.environ["MESA_SHADER_CACHE_DIR"] = previous
+
 
 # ------------------------------------------------------------------------------------ per-program costs
 
@@ -130,9 +148,8 @@ def data_wait_rows(steps: int) -> list[dict]:
     config: BlockConfig = dm.config
     per_epoch = dm.blocks_per_epoch()  # whole epochs: the loader renders a shuffle window ahead of training
     blocks = per_epoch * math.ceil(steps * dm.batch_size / (per_epoch * config.block_size))
-    indices = sorted({int(i) for b in range(blocks) for i in (  # pool entry i is program seed i
-        fresh_program_seeds(config.seed, b, config.programs_per_block) if config.program_pool == 0
-        else block_programs(config.seed, config.program_pool, config.programs_per_block, b))})
+    # warm_programs takes pool indices; pool entry i is program seed i (program_pool.pool_program_seed)
+    indices = sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(config, b)})
     warm = warm_programs(indices, config.image_size)
     timer = DataWait()  # the monitor every training run has (time/data_wait_pct)
     with tempfile.TemporaryDirectory() as logs:
@@ -344,7 +361,6 @@ def engine_steady_rows(size: int = 224, seed: int = 0) -> list[dict]:
 
 
 if __name__ == "__main__":  # the engine rows alone: python -m benchmarks.render_programs [sizes] (QUICK=1: ~2 min idle)
-    import os
     import sys
     import tempfile
 
@@ -355,7 +371,6 @@ if __name__ == "__main__":  # the engine rows alone: python -m benchmarks.render
     name = "render_engines_steady" if steady else "render_engines"
     rows = []
     for size in [int(arg) for arg in sys.argv[1 + steady:]] or [64, 224]:
-        with tempfile.TemporaryDirectory() as cache:
-            os.environ["MESA_SHADER_CACHE_DIR"] = cache  # cold programs, inherited by the workers
+        with tempfile.TemporaryDirectory() as cache, fresh_shader_cache(Path(cache)):
             rows += engine_steady_rows(size) if steady else engine_rows((size,))
         write_rows(name, rows)  # after each size: a long run keeps what it measured

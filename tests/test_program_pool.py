@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 import yaml
 
-from datamodules.procedural.blocks import BlockConfig, BlockMaker
-from datamodules.procedural.program_pool import block_programs, blocks_per_cycle, distinct_programs
+from datamodules.procedural.blocks import (
+    BlockConfig,
+    BlockMaker,
+    fresh_program_seeds,
+    scheduled_program_seeds,
+)
+from datamodules.procedural.program_pool import (
+    block_programs,
+    blocks_per_cycle,
+    distinct_programs,
+    pool_program_seed,
+)
 from datamodules.procedural.stream import blocks_per_epoch
 from datamodules.shaders import ShaderDataModule
 from procedural_perception.core.config import ConfigError
@@ -95,3 +105,11 @@ def test_data_stats_logs_distinct_programs_on_logging_steps():
     trainer.global_step = 15
     DataStats().on_train_batch_end(trainer, module, None, None, 0)
     assert logged == [("data/distinct_programs", 256.0)]
+
+
+def test_scheduled_program_seeds_follow_the_pool_or_the_fresh_draws():
+    pooled = BlockConfig(process="shaders", seed=3, programs_per_block=8, program_pool=40)
+    expected = [pool_program_seed(int(i)) for i in block_programs(3, 40, 8, 5)]
+    assert scheduled_program_seeds(pooled, 5).tolist() == expected
+    fresh = BlockConfig(process="shaders", seed=3, programs_per_block=8, program_pool=0)
+    assert scheduled_program_seeds(fresh, 5).tolist() == fresh_program_seeds(3, 5, 8).tolist()

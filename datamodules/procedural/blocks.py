@@ -110,6 +110,15 @@ def fresh_program_seeds(seed: int, block: int, per_block: int) -> np.ndarray:
     return np.array([slot_rng(seed, block, slot, 0).integers(2**31) for slot in range(per_block)])
 
 
+def scheduled_program_seeds(config: BlockConfig, block: int) -> np.ndarray:
+    """int64 [programs_per_block]: the program seeds block ``block`` renders first (replacements not included),
+    from the pool (``program_pool > 0``) or fresh; what :meth:`BlockMaker._program` draws at attempt 0."""
+    if config.program_pool == 0:
+        return fresh_program_seeds(config.seed, block, config.programs_per_block)
+    indices = block_programs(config.seed, config.program_pool, config.programs_per_block, block)
+    return np.array([pool_program_seed(int(i)) for i in indices])
+
+
 @dataclass
 class BlockStats:
     """Counts over the blocks a :class:`BlockMaker` made (per process: DataLoader workers keep their own)."""

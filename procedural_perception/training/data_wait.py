@@ -55,7 +55,7 @@ class DataWait(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._step_end = time.perf_counter()
-        if self._step_start is not None and self.startup_s is not None and self.steps > 0:
+        if self.steps > 0:  # the first step (after worker start-up) is kept out, like its wait
             busy = self._step_end - self._step_start
             self.busy_s += busy
             self._window[1] += busy
