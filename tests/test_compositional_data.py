@@ -158,3 +158,20 @@ def test_bad_options_fail_clearly():
         sample_latents(4, "test", torch.Generator())
     with pytest.raises(ValueError, match="Unknown band factors"):
         sample_latents(4, "id", torch.Generator(), band_factors=("colour",))
+
+
+def test_object_scale_draws_larger_objects_from_the_same_latents():
+    latents = torch.tensor([[[0.3, 0.5, 1.0, 0.1, 0.2], [0.7, 0.5, 1.0, 0.12, 0.6]]])  # two squares
+    # Coverage in pixels: every hue has a channel at 1, so the max channel is the anti-aliased coverage.
+    area = {k: render(latents, ("triangle", "square"), 64, object_scale=k).amax(1).sum() for k in (1.0, 2.0)}
+    expected = 64**2 * (0.1**2 + 0.12**2)
+    assert float(area[1.0]) == pytest.approx(expected, rel=0.05)
+    assert float(area[2.0]) == pytest.approx(4 * expected, rel=0.05)
+    # Separation is judged at the drawn size: close objects that fit at scale 1 overlap at scale 2.
+    assert bool(separated(latents, 0.02)) and not bool(separated(latents, 0.02, object_scale=2.0))
+    dm = CompositionalDataModule(seed=1, image_size=32, n_train=64, n_val=16, n_test=16, supersample=1,
+                                 object_scale=2.0)
+    dm.setup()
+    assert bool(separated(dm.train_set.latents, 0.02, object_scale=2.0).all())
+    with pytest.raises(ValueError, match="object_scale must be > 0"):
+        CompositionalDataModule(object_scale=0)

@@ -13,7 +13,11 @@ from procedural_perception.compositional.alpha_decoder import AlphaMaskDecoder
 from procedural_perception.compositional.interaction import interaction_penalty
 from procedural_perception.compositional.latent_search import gaussian_prior, latent_search
 from procedural_perception.compositional.regulariser_schedule import PlateauDetector, ramp_weight
-from procedural_perception.compositional.replay import recombine, standardised_matched_mse
+from procedural_perception.compositional.replay import (
+    recombine,
+    replay_recoverability,
+    standardised_matched_mse,
+)
 from procedural_perception.compositional.slot_decoder import SlotDecoder
 from procedural_perception.compositional.slot_matching import best_assignment
 from procedural_perception.compositional.slot_share import min_slot_share
@@ -248,3 +252,30 @@ def test_recon_ratio_and_the_table_refuses_models_that_do_not_reconstruct():
     assert "recon ratio 0.450 > 0.1" in benchmark.refusal(good, 0.45)
     assert "slot collapse at step 7" in benchmark.refusal(type("M", (), {"collapsed_at_step": 7})(), 0.01)
     assert benchmark.refusal(object(), None) is None  # the encoder-only model has no decoder
+
+
+def test_replay_recoverability_by_hand():
+    """A decoder the encoder inverts exactly recovers every recombination (0); an encoder that ignores its
+    input recovers nothing, the same error as against an unrelated permutation (chance)."""
+    torch.manual_seed(0)
+    weights = torch.randn(4, 3 * 8 * 8)  # slot [4] -> its own image channels; slots add up (invertible)
+
+    def render(slots):  # [B, 2, 4] -> [B, 3, 8, 8] in (0, 1), slot k in its own half of the pixels
+        out = 0.5 + 0.05 * torch.tanh(slots @ weights)  # [B, 2, 192]
+        return torch.cat([out[:, 0, :96], out[:, 1, 96:]], 1).view(-1, 3, 8, 8)
+
+    def encode(images):  # the exact inverse of render for slots with |slot @ weights| small
+        flat = images.flatten(1)
+        halves = torch.stack([flat[:, :96], flat[:, 96:]], 1)  # [B, 2, 96]
+        z = torch.atanh((halves - 0.5) / 0.05)
+        return torch.stack([torch.linalg.lstsq(weights[:, :96].T, z[:, 0].T).solution.T,
+                            torch.linalg.lstsq(weights[:, 96:].T, z[:, 1].T).solution.T], 1)
+
+    images = render(0.1 * torch.randn(64, 2, 4))
+    exact = replay_recoverability(encode, render, images, torch.Generator().manual_seed(1))
+    assert exact["recombined"] < 1e-4 and exact["reencoded"] < 1e-4 and exact["chance"] > 0.5
+    noisy = replay_recoverability(lambda x: encode(x) + 0.3 * torch.randn(len(x), 2, 4), render, images)
+    assert exact["recombined"] < noisy["recombined"] < noisy["chance"]
+    blind = replay_recoverability(lambda x: torch.randn(len(x), 2, 4), render, images,
+                                  torch.Generator().manual_seed(1))
+    assert blind["recombined"] > 0.5

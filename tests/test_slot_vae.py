@@ -238,3 +238,30 @@ def test_fit_with_metrics_callback_logs_and_writes(tmp_path):
     rows = read_results(tmp_path / "lightning_logs" / "version_0" / "results.jsonl")
     assert rows and rows[0]["evaluation"] == "compositional"
     assert list((tmp_path / "lightning_logs" / "version_0").glob("events.out.tfevents.*"))
+
+
+def test_pretrained_slot_encoder_fine_tunes_its_backbone_at_its_own_rate():
+    import timm
+
+    from lightning_modules.encoders import ViTEncoder
+    from procedural_perception.compositional.slot_encoder import PretrainedSlotEncoder
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8,
+                            depth=1, embed_dim=24, num_heads=2, dynamic_img_size=True)
+    backbone = ViTEncoder(vit, "tiny", image_size=32).freeze()  # frozen as evaluation encoders are
+    encoder = PretrainedSlotEncoder(backbone, n_slots=2, out_dim=5, hidden=16)
+    assert all(p.requires_grad for p in backbone.parameters())  # fine-tuned, not frozen
+    assert encoder(torch.rand(3, 3, 16, 16)).shape == (3, 2, 5)  # scenes resized to the backbone's 32 px
+    model = SlotRegressor(encoder=encoder, backbone_lr=1e-4, lr=1e-3)
+    optimiser = model.configure_optimizers()
+    rates = sorted(group["lr"] for group in optimiser.param_groups)
+    assert rates == [1e-4, 1e-3]
+    assert sum(len(g["params"]) for g in optimiser.param_groups) == len(list(model.parameters()))
+    before = vit.patch_embed.proj.weight.clone()
+    images, latents = torch.rand(4, 3, 16, 16), torch.rand(4, 2, 5)
+    optimiser.zero_grad()
+    model.training_step((images, latents), 0).backward()
+    optimiser.step()
+    assert not torch.equal(before, vit.patch_embed.proj.weight)
+    assert model.infer(images).shape == (4, 2, 5)

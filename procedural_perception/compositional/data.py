@@ -122,9 +122,11 @@ def in_band(latents: torch.Tensor, n_shapes: int, delta: float, band_factors: Se
     return (band_distances(latents, n_shapes, band_factors) <= delta + 1e-5).all(dim=1)
 
 
-def separated(latents: torch.Tensor, min_separation: float) -> torch.Tensor:
-    """``[N, K, 5]`` -> ``[N]`` bool: every pair of objects' bounding boxes is at least ``min_separation`` apart."""
+def separated(latents: torch.Tensor, min_separation: float, object_scale: float = 1.0) -> torch.Tensor:
+    """``[N, K, 5]`` -> ``[N]`` bool: every pair of objects' bounding boxes, drawn ``object_scale`` times their
+    latent size, is at least ``min_separation`` apart."""
     x, y, s = (latents[..., FACTORS.index(f)] for f in ("x", "y", "scale"))
+    s = s * object_scale
     k = latents.shape[1]
     ok = torch.ones(latents.shape[0], dtype=torch.bool)
     for i in range(k):
@@ -196,8 +198,10 @@ def sample_latents(
     delta: float = 0.125,
     band_factors: Sequence[str] = BAND_FACTORS,
     min_separation: float = 0.02,
+    object_scale: float = 1.0,
 ) -> torch.Tensor:
-    """``n`` scenes of the ``split`` ("id" or "ood") as raw latents ``[n, n_objects, 5]``."""
+    """``n`` scenes of the ``split`` ("id" or "ood") as raw latents ``[n, n_objects, 5]`` (separated when drawn
+    ``object_scale`` times their latent size)."""
     if split not in ("id", "ood"):
         raise ValueError(f"split must be 'id' or 'ood', got {split!r}.")
     _check_band_factors(band_factors)
@@ -207,7 +211,7 @@ def sample_latents(
     total = 0
     for _ in range(10_000):
         cand = _draw(max(2 * (n - total), 256), split, n_objects, n_shapes, delta, band_factors, generator)
-        cand = cand[separated(cand, min_separation)]
+        cand = cand[separated(cand, min_separation, object_scale)]
         kept.append(cand)
         total += len(cand)
         if total >= n:
@@ -245,11 +249,13 @@ def hue_to_rgb(hue: torch.Tensor) -> torch.Tensor:
     return (signs * (h6 - offsets).abs() + bias).clamp(0, 1)
 
 
-def shape_masks(latents: torch.Tensor, shapes: Sequence[str], size: int) -> torch.Tensor:
-    """``[N, K, 5]`` raw latents -> ``[N, K, size, size]`` hard masks (1 inside the object)."""
+def shape_masks(latents: torch.Tensor, shapes: Sequence[str], size: int, object_scale: float = 1.0) -> torch.Tensor:
+    """``[N, K, 5]`` raw latents -> ``[N, K, size, size]`` hard masks (1 inside the object, drawn ``object_scale``
+    times its latent size)."""
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     py, px = coords.view(1, 1, size, 1), coords.view(1, 1, 1, size)
     x, y, shape, s = (latents[..., FACTORS.index(f)][..., None, None] for f in ("x", "y", "shape", "scale"))
+    s = s * object_scale
     dx, dy, half = px - x, py - y, s / 2
     # Every shape has area s^2 (Spriteworld's convention), centred on its centroid.
     square = (dx.abs() <= half) & (dy.abs() <= half)
@@ -265,12 +271,12 @@ def shape_masks(latents: torch.Tensor, shapes: Sequence[str], size: int) -> torc
 
 
 def render(latents: torch.Tensor, shapes: Sequence[str], image_size: int = 32, supersample: int = 4,
-           chunk: int = 512) -> torch.Tensor:
+           chunk: int = 512, object_scale: float = 1.0) -> torch.Tensor:
     """``[N, K, 5]`` raw latents -> ``[N, 3, S, S]`` images in [0, 1] (objects painted in slot order)."""
     out = []
     for start in range(0, len(latents), chunk):
         part = latents[start : start + chunk]
-        masks = shape_masks(part, shapes, image_size * supersample)  # [n, K, s, s]
+        masks = shape_masks(part, shapes, image_size * supersample, object_scale)  # [n, K, s, s]
         colours = hue_to_rgb(part[..., FACTORS.index("hue")])  # [n, K, 3]
         image = torch.zeros(len(part), 3, image_size * supersample, image_size * supersample)
         for k in range(part.shape[1]):
@@ -300,6 +306,10 @@ class SpriteScenes(Dataset):
 class CompositionalDataModule(lightning.LightningDataModule):
     """ID train / ID val / OOD test sprite scenes, a pure function of ``seed``.
 
+    ``object_scale`` draws every object that many times its latent size (1: the authors' sizes, 2.9-4.3 px
+    at 32 px; 2: the sizes their 64 px scenes have in pixels, used by fast tests). Latents, targets and
+    the ID/OOD split do not change with it.
+
     Batches are ``(images [B, 3, S, S], latents [B, K, 5] in [0, 1])``; ``test_dataloader`` is OOD.
     The raw sets are ``train_set``, ``val_set`` (ID) and ``ood_set`` after :meth:`setup`.
     """
@@ -319,12 +329,15 @@ class CompositionalDataModule(lightning.LightningDataModule):
         band_factors: Sequence[str] = BAND_FACTORS,
         min_separation: float = 0.02,
         supersample: int = 4,
+        object_scale: float = 1.0,
         transform=None,
     ) -> None:
         super().__init__()
         unknown = set(shapes) - set(KNOWN_SHAPES)
         if unknown or len(shapes) < 1:
             raise ValueError(f"Unknown shapes {sorted(unknown)}; choose from {KNOWN_SHAPES}.")
+        if object_scale <= 0:
+            raise ValueError(f"object_scale must be > 0 (1: the authors' object sizes), got {object_scale}.")
         if transform is not None:
             raise ValueError("CompositionalDataModule takes no transform: its models consume the raw scenes.")
         self.save_hyperparameters(ignore=["transform"])
@@ -332,6 +345,7 @@ class CompositionalDataModule(lightning.LightningDataModule):
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.n_objects, self.shapes, self.delta = n_objects, tuple(shapes), delta
         self.band_factors, self.min_separation, self.supersample = tuple(band_factors), min_separation, supersample
+        self.object_scale = object_scale
         self.train_set = self.val_set = self.ood_set = None
 
     def make_split(self, name: str) -> SpriteScenes:
@@ -340,9 +354,9 @@ class CompositionalDataModule(lightning.LightningDataModule):
         generator = torch.Generator().manual_seed(self.seed * 1009 + offset)
         latents = sample_latents(
             self.sizes[name], "ood" if name == "test" else "id", generator, self.n_objects, len(self.shapes),
-            self.delta, self.band_factors, self.min_separation,
+            self.delta, self.band_factors, self.min_separation, self.object_scale,
         )
-        images = render(latents, self.shapes, self.image_size, self.supersample)
+        images = render(latents, self.shapes, self.image_size, self.supersample, object_scale=self.object_scale)
         return SpriteScenes(images, latents, normalise(latents, len(self.shapes)))
 
     def setup(self, stage: str | None = None) -> None:

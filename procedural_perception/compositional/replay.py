@@ -40,3 +40,26 @@ def replay_loss(encode: Callable[[torch.Tensor], torch.Tensor], render: Callable
     with torch.no_grad():
         images = render(mixed).clamp(0, 1)
     return standardised_matched_mse(encode(images), mixed, slots.reshape(-1, slots.shape[-1]).std(0))
+
+
+@torch.no_grad()
+def replay_recoverability(encode: Callable[[torch.Tensor], torch.Tensor], render: Callable[[torch.Tensor], torch.Tensor],
+                          images: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
+    """Are replay's targets recoverable? On ID ``images [B, 3, S, S]``: their slots ``encode(images)``
+    (posterior means ``[B, K, D]``), recombined from the pool, rendered and re-encoded; the error of the
+    re-encoded slots against the recombined ones (standardised by the pool's spread, Hungarian-matched).
+
+    ``recombined``: that error (0: recovered exactly; replay trains the encoder towards it);
+    ``reencoded``: the same round trip without recombination (the ID scenes' own slots);
+    ``chance``: the error against the recombined slots of an unrelated permutation of the batch, the level
+    of an encoder that ignores its input.
+    """
+    slots = encode(images)
+    spread = slots.reshape(-1, slots.shape[-1]).std(0)
+    mixed = recombine(slots, generator)
+    recovered = encode(render(mixed).clamp(0, 1))
+    shuffled = mixed[torch.randperm(len(mixed), generator=generator).to(mixed.device)]
+    own = encode(render(slots).clamp(0, 1))
+    return {"recombined": float(standardised_matched_mse(recovered, mixed, spread)),
+            "reencoded": float(standardised_matched_mse(own, slots, spread)),
+            "chance": float(standardised_matched_mse(recovered, shuffled, spread))}

@@ -50,6 +50,34 @@ class SlotEncoder(nn.Module):
         return self.mlp(features).view(-1, self.n_slots, self.out_dim)
 
 
+class PretrainedSlotEncoder(nn.Module):
+    """``images [B, 3, S, S]`` -> ``[B, K, out_dim]`` through a pretrained image encoder, fine-tuned.
+
+    ``backbone`` is any encoder with ``image_size`` and ``patch_features(images) -> [B, D, h, w]`` (e.g. the
+    teacher ViT of a procedural DINO checkpoint, ``lightning_modules.encoders.load_dino_checkpoint``, or its
+    random twin). Scenes are resized to the backbone's input size (the size it was trained at), its patch
+    feature map is flattened and an MLP emits all ``K`` slots at once, as :class:`SlotEncoder` does with its
+    own map. Every backbone weight is trained (made trainable here), so a pretrained start and a random
+    start of the same architecture differ only in where they start.
+    """
+
+    def __init__(self, backbone: nn.Module, n_slots: int, out_dim: int, hidden: int = 256):
+        super().__init__()
+        self.backbone, self.n_slots, self.out_dim = backbone.train(), n_slots, out_dim
+        for parameter in backbone.parameters():
+            parameter.requires_grad_(True)
+        self.input_size = int(backbone.image_size)
+        with torch.no_grad():
+            flat = backbone.patch_features(torch.zeros(1, 3, self.input_size, self.input_size)).numel()
+        self.mlp = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, n_slots * out_dim))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] != self.input_size:
+            images = nn.functional.interpolate(images, size=self.input_size, mode="bilinear", align_corners=False)
+        features = self.backbone.patch_features(images).flatten(1)
+        return self.mlp(features).view(-1, self.n_slots, self.out_dim)
+
+
 def build_slot_encoder(kind: str, n_slots: int, out_dim: int, image_size: int, channels: int, hidden: int) -> nn.Module:
     """``kind``: "mlp" (:class:`SlotEncoder`, S/16 map), "mlp_s4" (the same on an S/4 map) or
     "slot_attention" (:class:`SlotAttentionEncoder`)."""

@@ -4,12 +4,16 @@ Same ``SlotEncoder`` as ``slot_vae.py``, no decoder: each of the ``K`` slots pre
 normalised latents ``(x, y, shape, scale, hue)`` in [0, 1] and the loss is the mean squared error
 after Hungarian matching of slots to objects (slots are unordered). It is trained on ID scenes only,
 with full supervision, which is the strongest form of the non-generative approach.
+
+``encoder`` may also be a module (``slot_encoder.PretrainedSlotEncoder``: a pretrained image encoder
+fine-tuned with ``backbone_lr``, its new MLP with ``lr``), the paper's "encoder-only with pre-training".
 """
 
 from __future__ import annotations
 
 import lightning
 import torch
+from torch import nn
 
 from procedural_perception.compositional.slot_encoder import build_slot_encoder
 from procedural_perception.compositional.slot_matching import matched_mse
@@ -19,10 +23,15 @@ class SlotRegressor(lightning.LightningModule):
     """Batches are ``(images [B, 3, S, S], latents [B, K, n_factors] in [0, 1])``."""
 
     def __init__(self, n_slots: int = 2, n_factors: int = 5, image_size: int = 32, channels: int = 32,
-                 hidden: int = 256, lr: float = 1e-3, encoder: str = "mlp") -> None:
+                 hidden: int = 256, lr: float = 1e-3, encoder: str | nn.Module = "mlp",
+                 backbone_lr: float | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.encoder = build_slot_encoder(encoder, n_slots, n_factors, image_size, channels, hidden)
+        if isinstance(encoder, nn.Module):
+            self.save_hyperparameters(ignore=["encoder"])
+            self.encoder = encoder
+        else:
+            self.save_hyperparameters()
+            self.encoder = build_slot_encoder(encoder, n_slots, n_factors, image_size, channels, hidden)
 
     @torch.no_grad()
     def infer(self, images: torch.Tensor, search: bool = False, **_) -> torch.Tensor:
@@ -43,4 +52,10 @@ class SlotRegressor(lightning.LightningModule):
         self.log("test/slot_mse", matched_mse(self.encoder(batch[0]), batch[1]))
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        backbone = getattr(self.encoder, "backbone", None)
+        if backbone is None or self.hparams.backbone_lr is None:
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        ids = {id(p) for p in backbone.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return torch.optim.Adam([{"params": list(backbone.parameters()), "lr": self.hparams.backbone_lr},
+                                 {"params": rest, "lr": self.hparams.lr}])
