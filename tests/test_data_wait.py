@@ -41,13 +41,25 @@ class SlowStep(L.LightningModule):
         return torch.optim.SGD([self.w], lr=0.1)
 
 
-def fit(load_s: float, step_s: float, steps: int = 8, log: io.StringIO | None = None) -> tuple[DataWait, L.Trainer]:
+class SlowEpochEnd(L.Callback):
+    """An evaluation at every epoch end that costs ``seconds``."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        time.sleep(self.seconds)
+
+
+def fit(load_s: float, step_s: float, steps: int = 8, log: io.StringIO | None = None,
+        epoch_end_s: float = 0.0, items: int = 64) -> tuple[DataWait, L.Trainer]:
     wait = DataWait()
     callbacks = [wait] + ([LineProgress(every_n_steps=4, stream=log)] if log is not None else [])
+    callbacks += [SlowEpochEnd(epoch_end_s)] if epoch_end_s else []
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=log is not None, log_every_n_steps=4,
                         callbacks=callbacks)
-    trainer.fit(SlowStep(step_s), DataLoader(SlowData(64, load_s), batch_size=1))
+    trainer.fit(SlowStep(step_s), DataLoader(SlowData(items, load_s), batch_size=1))
     return wait, trainer
 
 
@@ -60,6 +72,13 @@ def test_the_wait_share_follows_the_loader_and_the_first_batch_is_kept_apart():
     assert slow.wait_s >= 7 * 0.06 and slow.busy_s >= 7 * 0.02
     assert slow.percent() > fast.percent() + 20, (slow.percent(), fast.percent())
     assert 0 <= float(trainer.callback_metrics["time/data_wait_pct"]) <= 100
+
+
+def test_time_between_epochs_is_not_data_wait():
+    """Epochs of 2 batches with a 0.3 s evaluation after each: the 3 evaluations inside the fit add nothing."""
+    monitor, _ = fit(load_s=0.0, step_s=0.02, steps=8, epoch_end_s=0.3, items=2)
+    assert monitor.busy_s >= 7 * 0.02
+    assert monitor.wait_s < 0.3, monitor.wait_s
 
 
 def test_the_progress_line_shows_the_wait():

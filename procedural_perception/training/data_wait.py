@@ -2,7 +2,10 @@
 
 A step's wait is the time from the end of the previous step to the start of this one: the loader's
 ``next()`` (rendering, decoding or augmenting that the workers did not do ahead; a worker restarting at an
-epoch boundary) plus the loop's own bookkeeping between steps. Its share of wait + step time is what
+epoch boundary) plus the loop's own bookkeeping between steps. At an epoch boundary the clock restarts at
+the new epoch's start, so what runs between epochs (evaluation callbacks, validation, epoch-end
+checkpoints) is not counted as waiting for data; the new epoch's loader start-up (Lightning creates the
+iterator after ``on_train_epoch_start``) still is. Its share of wait + step time is what
 faster data could still buy; the target for the cpu profile is at most 5 %. The first batch (worker
 start-up, the first block of renders) is kept apart as ``startup_s``: it is paid once per fit.
 """
@@ -39,6 +42,10 @@ class DataWait(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.reset()
         self._train_start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._step_end is not None:  # between epochs: evaluations and checkpoints are not data
+            self._step_end = time.perf_counter()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
