@@ -14,6 +14,7 @@ from procedural_perception.compositional.interaction import interaction_penalty
 from procedural_perception.compositional.latent_search import gaussian_prior, latent_search
 from procedural_perception.compositional.regulariser_schedule import PlateauDetector, ramp_weight
 from procedural_perception.compositional.replay import (
+    object_slots,
     recombine,
     replay_recoverability,
     standardised_matched_mse,
@@ -279,3 +280,16 @@ def test_replay_recoverability_by_hand():
     blind = replay_recoverability(lambda x: torch.randn(len(x), 2, 4), render, images,
                                   torch.Generator().manual_seed(1))
     assert blind["recombined"] > 0.5
+
+
+def test_replay_keeps_each_scenes_background_slot_and_redraws_its_object_slots():
+    # 3 slots; per-pixel weights make slot 2 of scene 0 and slot 0 of scene 1 the background (no object pixels).
+    objects = torch.tensor([[True, True, False, False], [False, True, True, False]])  # [B=2, P=4]
+    weights = torch.tensor([[[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]],
+                            [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]], dtype=torch.float32)  # [B, P, K]
+    movable = object_slots(weights, objects, n_objects=2)
+    assert movable.tolist() == [[True, True, False], [False, True, True]]
+    slots = torch.arange(6, dtype=torch.float32).view(2, 3, 1)
+    mixed = recombine(slots, torch.Generator().manual_seed(0), movable)
+    assert mixed[0, 2] == 2 and mixed[1, 0] == 3  # backgrounds stay
+    assert set(mixed[movable].view(-1).tolist()) <= {0.0, 1.0, 4.0, 5.0}  # objects come from the object pool

@@ -43,10 +43,10 @@ from procedural_perception.compositional.conv_alpha_decoder import ConvAlphaDeco
 from procedural_perception.compositional.interaction import interaction_penalty
 from procedural_perception.compositional.latent_search import gaussian_prior, latent_search
 from procedural_perception.compositional.regulariser_schedule import PlateauDetector, ramp_weight
-from procedural_perception.compositional.replay import replay_loss
+from procedural_perception.compositional.replay import object_slots, replay_loss
 from procedural_perception.compositional.slot_decoder import SlotDecoder
 from procedural_perception.compositional.slot_encoder import build_slot_encoder
-from procedural_perception.compositional.slot_share import min_slot_share
+from procedural_perception.compositional.slot_share import min_slot_share, object_pixels
 
 # Smoothing of the per-batch min slot share (and reconstruction ratio) before they are compared with thresholds.
 SHARE_DECAY = 0.9
@@ -194,9 +194,20 @@ class SlotVAE(lightning.LightningModule):
             objects = target.sum(-1) > 0.3  # object pixels of the black-background scenes (slot_share.py)
             out["min_slot_share"] = min_slot_share(attention.sum(2).mean(0), objects, self.hparams.n_objects).mean()
         if self.replay_on():
-            out["replay"] = replay_loss(lambda x: self.encode(x)[0], self.render, mean)
+            movable = None
+            if self.hparams.n_slots > self.hparams.n_objects:  # keep each scene's background slot
+                movable = object_slots(attention.detach().sum(2).mean(0), objects, self.hparams.n_objects)
+            out["replay"] = replay_loss(lambda x: self.encode(x)[0], self.render, mean, movable=movable)
             out["loss"] = out["loss"] + self.hparams.replay_weight * out["replay"]
         return out
+
+    @torch.no_grad()
+    def movable_slots(self, images: torch.Tensor, slots: torch.Tensor) -> torch.Tensor | None:
+        """``[B, K]`` bool: the slots replay redraws for these scenes (their object slots; None: all slots)."""
+        if self.hparams.n_slots == self.hparams.n_objects:
+            return None
+        weights = self.decoder(slots)[1].sum(2).mean(0)  # [B, P, K]
+        return object_slots(weights, object_pixels(images), self.hparams.n_objects)
 
     def monitor_collapse(self, share: float, recon_ratio: float) -> None:
         """Update the running min slot share and reconstruction ratio; stop the fit with a clear message when
