@@ -98,9 +98,9 @@ VAE = dict(decoder="conv_alpha", encoder=ENCODER, n_slots=3, n_objects=2, slot_d
 ALPHA = 1e-4  # interaction weight of the regularised variants (per-pixel-mean units)
 # Replay from half-way, weighted in the loss's per-pixel-mean units: its standardised slot error is ~1 where the
 # reconstruction term is ~1e-3, so weight 1 let replay rule the encoder (ID recon ratio 0.968: the encoder
-# collapsed towards slots replay recovers trivially). Table runs (32 px, seeds 0 and 1): weight 1e-3 pooling every
-# slot: ratio 0.096, id_replay_recovery 0.48 (chance 1.15; 0.81 without replay), OOD R^2 0.356; weight 1e-2 with
-# the background slot kept: ratio 0.110 (refused), recovery 0.46. A 16 px trial (2,000 steps, background kept):
+# collapsed towards slots replay recovers trivially). Table runs (32 px, seeds 0 and 1): weight 1e-3, background
+# slot kept (committed): ratio 0.090, id_replay_recovery 0.45 (chance 1.17; 0.81 without replay), OOD R^2 0.382;
+# the same pooling every slot: 0.096, 0.48, 0.356; weight 1e-2, background kept: ratio 0.110 (refused), 0.46. A 16 px trial (2,000 steps, background kept):
 # 1e-3 -> recovery 0.44, ratio 0.11; 1e-2 -> 0.24, 0.12; 1e-1 -> 0.07, 0.15: recoverable targets cost the fit.
 REPLAY = dict(replay_weight=1e-3, replay_start=0.5)
 # The procedural DINO checkpoint the pre-trained encoder-only row starts from: the cpu_long kml_mixup run
