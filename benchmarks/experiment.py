@@ -85,7 +85,8 @@ TRAINED_ON = {**{p: "procedural (GLSL, patterns, 4 programs per block)" for p in
               "photos": "real, out of domain: 28 wallpaper photographs (2,076 tiles)",
               "fashion_mnist": "real, in domain: Fashion-MNIST train (60k)"}
 # Seeds per row when --seeds is not given: the headline rows get two, so they have a spread.
-DEFAULT_SEEDS = {HEADLINE_PROCESS: (0, 1), "photos": (0, 1), "fashion_mnist": (0, 1), "kml_mixup_families": (0, 1)}
+DEFAULT_SEEDS = {HEADLINE_PROCESS: (0, 1), "photos": (0, 1), "fashion_mnist": (0, 1), "kml_mixup_families": (0, 1),
+                 "stylegan": (0, 1), "dead_leaves": (0, 1)}
 # The cpu profile's own length (20 epochs x 48 steps of 32 images): ~6 min per run on 2 idle cores.
 DEFAULT_BUDGET_STEPS = 960
 EVALS = ("knn", "pca_r2", "twoafc")
