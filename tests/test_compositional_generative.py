@@ -293,3 +293,18 @@ def test_replay_keeps_each_scenes_background_slot_and_redraws_its_object_slots()
     mixed = recombine(slots, torch.Generator().manual_seed(0), movable)
     assert mixed[0, 2] == 2 and mixed[1, 0] == 3  # backgrounds stay
     assert set(mixed[movable].view(-1).tolist()) <= {0.0, 1.0, 4.0, 5.0}  # objects come from the object pool
+
+
+def test_a_partial_rerun_names_known_models_and_replaces_only_its_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELS", "vae+reg+replay")
+    assert benchmark.selected_models() == {"vae+reg+replay"}
+    monkeypatch.setenv("MODELS", "vae+reg+replay,vea")
+    with pytest.raises(SystemExit, match=r"unknown \['vea'\]; choose from .*'vae\+reg'"):
+        benchmark.selected_models()
+    monkeypatch.delenv("MODELS")
+    assert benchmark.selected_models() is None
+    committed = tmp_path / "compositional.json"
+    committed.write_text('[{"name": "a", "value": 1}, {"name": "b", "value": 2}]')
+    merged = benchmark.merged_rows(committed, [{"name": "b", "value": 3}, {"name": "c", "value": 4}])
+    assert merged == [{"name": "a", "value": 1}, {"name": "b", "value": 3}, {"name": "c", "value": 4}]
+    assert benchmark.merged_rows(tmp_path / "none.json", [{"name": "c"}]) == [{"name": "c"}]

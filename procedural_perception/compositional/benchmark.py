@@ -5,7 +5,7 @@
 * encoder-only: ``SlotRegressor`` (supervised, Hungarian-matched slot regression);
 * VAE: ``SlotVAE`` with ``alpha = 0`` (no interaction regulariser);
 * VAE + regulariser: ``SlotVAE`` with ``alpha > 0`` (switched on after 30% of training, ramped over 25%);
-* VAE + regulariser + replay: the same, with generative replay (weight 1) from half-way through training,
+* VAE + regulariser + replay: the same, with generative replay (``REPLAY``) from half-way through training,
 * encoder-only with pre-training (beyond the paper): the same regression through the teacher ViT of a
   procedural DINO checkpoint (``PRETRAINED``, ``slot_encoder.PretrainedSlotEncoder``, fine-tuned), beside the
   same ViT from random initialisation (its twin), so that only the start differs,
@@ -32,11 +32,13 @@ those rows say so and carry no value).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
+from pathlib import Path
 
 import lightning
 import torch
@@ -100,8 +102,9 @@ ALPHA = 1e-4  # interaction weight of the regularised variants (per-pixel-mean u
 # reconstruction term is ~1e-3, so weight 1 let replay rule the encoder (ID recon ratio 0.968: the encoder
 # collapsed towards slots replay recovers trivially). Table runs (32 px, seeds 0 and 1): weight 1e-3, background
 # slot kept (committed): ratio 0.090, id_replay_recovery 0.45 (chance 1.17; 0.81 without replay), OOD R^2 0.382;
-# the same pooling every slot: 0.096, 0.48, 0.356; weight 1e-2, background kept: ratio 0.110 (refused), 0.46. A 16 px trial (2,000 steps, background kept):
-# 1e-3 -> recovery 0.44, ratio 0.11; 1e-2 -> 0.24, 0.12; 1e-1 -> 0.07, 0.15: recoverable targets cost the fit.
+# the same pooling every slot: 0.096, 0.48, 0.356; weight 1e-2, background kept: ratio 0.110 (refused), 0.46.
+# A 16 px trial (2,000 steps, background kept): 1e-3 -> recovery 0.44, ratio 0.11; 1e-2 -> 0.24, 0.12;
+# 1e-1 -> 0.07, 0.15: recoverable targets cost the fit.
 REPLAY = dict(replay_weight=1e-3, replay_start=0.5)
 # The procedural DINO checkpoint the pre-trained encoder-only row starts from: the cpu_long kml_mixup run
 # (3,840 steps of the cpu recipe, ViT-tiny depth 4, patch 16, trained at 64 px; docs/results/cpu_long). Runs
@@ -129,6 +132,7 @@ def build_models(sizes: Sizes, seed: int = 0) -> dict[str, lightning.LightningMo
     if quick():
         vae["min_slot_share"] = 0.0  # a few steps cannot separate objects; QUICK checks the mechanics only
     chosen = selected_models()
+    chosen = None if chosen is None else chosen | {"encoder-only"}  # the baseline of every row
     builders = {
         "encoder-only": lambda: SlotRegressor(image_size=sizes.image_size, encoder=ENCODER),
         "vae": lambda: SlotVAE(alpha=0.0, **vae),
@@ -142,11 +146,12 @@ def build_models(sizes: Sizes, seed: int = 0) -> dict[str, lightning.LightningMo
 
 
 def selected_models() -> set[str] | None:
-    """``MODELS`` (comma-separated model names; the encoder-only baseline always runs): None means all."""
+    """The models named in ``MODELS`` (comma-separated; None: all). The encoder-only baseline trains with any
+    choice, but its rows are rewritten only when it is named."""
     names = os.environ.get("MODELS")
     if not names:
         return None
-    chosen = {n.strip() for n in names.split(",") if n.strip()} | {"encoder-only"}
+    chosen = {n.strip() for n in names.split(",") if n.strip()}
     known = {"encoder-only", "vae", "vae+reg", "vae+reg+replay", *VIT_ROWS}
     if chosen - known:
         raise SystemExit(f"MODELS: unknown {sorted(chosen - known)}; choose from {sorted(known)}")
@@ -222,12 +227,12 @@ def evaluate(models: dict, data: CompositionalDataModule, sizes: Sizes, seed: in
 
 
 def table_rows(evaluated: dict, models: dict, seconds: dict, sizes: Sizes, suffix: str, extra: dict) -> list[dict]:
-    rows = []
+    rows, partial = [], selected_models() is not None
     for metric, unit in (("r2/mean", "R^2"), ("shape_acc", "accuracy")):
         for split in ("id", "ood"):
             base = evaluated["encoder-only"][f"{split}/{metric}"]
             for method, (name, prefix) in METHODS.items():
-                if name not in evaluated and selected_models() is not None:
+                if name not in evaluated and partial:
                     continue  # not chosen in this run (MODELS): its committed rows stay
                 if name not in evaluated:  # the pre-trained rows without a checkpoint
                     rows.append(row(f"{split}_{metric.replace('/', '_')}/{method}{suffix}", None, unit,
@@ -305,17 +310,16 @@ def main() -> None:
         with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
             per_seed = list(pool.map(_seed_rows, [sizes] * len(seeds), seeds, suffixes))
     rows = [r for rows in per_seed for r in rows]
-    if selected_models() is not None:  # a partial rerun replaces its own rows in the committed table
-        if "encoder-only" not in os.environ["MODELS"].split(","):  # run as the baseline only: keep the committed
+    chosen = selected_models()
+    if chosen is not None:  # a partial rerun replaces its own rows in the committed table
+        if "encoder-only" not in chosen:  # trained as the baseline only: its committed rows stay
             rows = [r for r in rows if r["name"].split("/")[1] != "encoder-only"]
         rows = merged_rows(RESULTS_DIR / "compositional.json", rows)
     write_rows("compositional", rows)
 
 
-def merged_rows(path, new: list[dict]) -> list[dict]:
+def merged_rows(path: Path, new: list[dict]) -> list[dict]:
     """The rows of ``path`` with every row of the same name replaced by ``new``'s, new names appended."""
-    import json
-
     old = json.loads(path.read_text()) if path.exists() else []
     by_name = {r["name"]: r for r in new}
     merged = [by_name.pop(r["name"], r) for r in old]

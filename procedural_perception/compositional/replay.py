@@ -41,6 +41,7 @@ def recombine(slots: torch.Tensor, generator: torch.Generator | None = None,
 def object_slots(weights: torch.Tensor, objects: torch.Tensor, n_objects: int) -> torch.Tensor:
     """``weights [B, P, K]`` (the decoder's per-pixel slot weights), ``objects [B, P]`` bool (object pixels) ->
     ``[B, K]`` bool: the ``n_objects`` slots owning the largest shares of the object pixels (``slot_share.py``)."""
+    # A tiny preference for earlier slots breaks ties (e.g. two slots owning no object pixel) deterministically.
     shares = slot_shares(weights, objects) + 1e-6 * torch.arange(weights.shape[-1], 0, -1, device=weights.device)
     top = shares.topk(n_objects, dim=1).indices
     return torch.zeros_like(shares, dtype=torch.bool).scatter_(1, top, True)
