@@ -308,3 +308,26 @@ def test_a_partial_rerun_names_known_models_and_replaces_only_its_rows(tmp_path,
     merged = benchmark.merged_rows(committed, [{"name": "b", "value": 3}, {"name": "c", "value": 4}])
     assert merged == [{"name": "a", "value": 1}, {"name": "b", "value": 3}, {"name": "c", "value": 4}]
     assert benchmark.merged_rows(tmp_path / "none.json", [{"name": "c"}]) == [{"name": "c"}]
+
+
+def test_benchmark_logs_scores_and_the_ood_grid_to_tensorboard(tmp_path):
+    """Each model's TensorBoard run gets its finite scores, and a generative one its OOD grid."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    loggers = {n: TensorBoardLogger(tmp_path, name="seed0", version=n) for n in ("encoder-only", "vae")}
+    evaluated = {"encoder-only": {"ood/r2/mean": 0.7}, "vae": {"ood/r2/mean": 0.3, "search/r2": float("nan")}}
+    images = torch.rand(3, 3, 8, 8)
+    benchmark.log_results(loggers, evaluated, images, {"vae": images * 0.5}, {"encoder-only": 4, "vae": 6})
+    runs = {}
+    for name in loggers:
+        events = EventAccumulator(str(tmp_path / "seed0" / name))
+        events.Reload()
+        runs[name] = events
+    assert runs["vae"].Tags()["scalars"] == ["compositional/ood/r2/mean"]  # the NaN is left out
+    assert runs["vae"].Scalars("compositional/ood/r2/mean")[0].step == 6
+    assert abs(runs["encoder-only"].Scalars("compositional/ood/r2/mean")[0].value - 0.7) < 1e-6
+    assert runs["vae"].Tags()["images"] == ["compositional/ood_reconstructions"]
+    assert runs["encoder-only"].Tags()["images"] == []
+    image = runs["vae"].Images("compositional/ood_reconstructions")[0]
+    assert (image.height, image.width) == (2 * 8 + 3, 3 * 8 + 4)  # 2 rows x 3 scenes, 1 px padding

@@ -19,7 +19,9 @@ plus ``id_recon_ratio/<model>`` (ID MSE / all-black MSE) and ``id_min_slot_share
 A generative model whose ID reconstruction ratio is above ``MAX_RECON_RATIO`` (it does not reproduce
 its training scenes) or whose training stopped on a slot collapse gets **no** OOD numbers: its OOD
 rows carry ``value: null`` and a ``note`` saying why. A PNG beside the JSON shows OOD scenes (top
-row) and each generative model's reconstructions.
+row) and each generative model's reconstructions. TensorBoard (``make tensorboard``, under
+``runs/compositional/seed<k>/<model>``): each model's training losses, its scores, and for the generative
+models the same OOD grid (scenes above their reconstructions).
 
 Environment: ``QUICK=1`` shrinks everything to check the mechanics in under a minute (32 px, a few
 steps; the numbers then mean nothing and every generative row is refused); ``SEEDS=0,1`` runs
@@ -33,6 +35,7 @@ those rows say so and carry no value).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +46,7 @@ from pathlib import Path
 import lightning
 import torch
 import torchvision
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from procedural_perception.compositional.data import CompositionalDataModule
 from procedural_perception.compositional.evaluation import (
@@ -116,10 +120,17 @@ BACKBONE_LR = 1e-4
 VIT_ROWS = ("encoder-only+dino", "encoder-only+vit")
 
 
-def train(model: lightning.LightningModule, data: CompositionalDataModule, steps: int, seed: int) -> float:
-    """Fit ``model`` on ID training scenes for ``steps`` steps; return the wall-clock seconds."""
+def tensorboard(seed: int, name: str) -> TensorBoardLogger:
+    """The TensorBoard run of model ``name`` at ``seed``: ``runs/compositional[_quick]/seed<seed>/<name>``."""
+    folder = Path(os.environ.get("RUNS_DIR", "runs")) / ("compositional_quick" if quick() else "compositional")
+    return TensorBoardLogger(folder, name=f"seed{seed}", version=name, default_hp_metric=False)
+
+
+def train(model: lightning.LightningModule, data: CompositionalDataModule, steps: int, seed: int,
+          logger: TensorBoardLogger | bool = False) -> float:
+    """Fit ``model`` on ID training scenes for ``steps`` steps (losses to ``logger``); return the wall-clock seconds."""
     lightning.seed_everything(seed, verbose=False)
-    trainer = lightning.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = lightning.Trainer(max_steps=steps, accelerator="cpu", logger=logger, enable_checkpointing=False,
                                 enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                                 enable_progress_bar=False)
     start = time.perf_counter()
@@ -263,15 +274,29 @@ def table_rows(evaluated: dict, models: dict, seconds: dict, sizes: Sizes, suffi
 
 
 @torch.no_grad()
-def save_reconstructions(models: dict, images: torch.Tensor, path) -> None:
+def reconstructions(models: dict, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each generative model's reconstructions [N, 3, H, W] of ``images`` (model order)."""
+    return {name: model.render(infer_slots(model, images)).clamp(0, 1)
+            for name, model in models.items() if hasattr(model, "render")}
+
+
+def save_reconstructions(images: torch.Tensor, recons: dict[str, torch.Tensor], path) -> None:
     """One PNG: OOD scenes on the top row, each generative model's reconstructions below (model order)."""
-    rows = [images]
-    for model in models.values():
-        if hasattr(model, "render"):
-            rows.append(model.render(infer_slots(model, images)).clamp(0, 1))
-    grid = torchvision.utils.make_grid(torch.cat(rows), nrow=len(images), padding=1)
+    grid = torchvision.utils.make_grid(torch.cat([images, *recons.values()]), nrow=len(images), padding=1)
     with atomic_path(path) as tmp:
         torchvision.utils.save_image(grid, tmp, format="png")
+
+
+def log_results(loggers: dict[str, TensorBoardLogger], evaluated: dict, images: torch.Tensor,
+                recons: dict[str, torch.Tensor], steps: dict[str, int]) -> None:
+    """Each model's scores, and for a generative one OOD ``images`` above its reconstructions, in its TensorBoard run."""
+    for name, logger in loggers.items():
+        scalars = {f"compositional/{k}": v for k, v in evaluated[name].items() if math.isfinite(v)}
+        logger.log_metrics(scalars, step=steps[name])
+        if name in recons:
+            grid = torchvision.utils.make_grid(torch.cat([images, recons[name]]), nrow=len(images), padding=1)
+            logger.experiment.add_image("compositional/ood_reconstructions", grid, steps[name])
+        logger.finalize("success")
 
 
 def run_seed(sizes: Sizes, seed: int, suffix: str) -> list[dict]:
@@ -279,13 +304,18 @@ def run_seed(sizes: Sizes, seed: int, suffix: str) -> list[dict]:
                                    n_val=sizes.n_eval, n_test=sizes.n_eval, batch_size=sizes.batch_size)
     data.setup()
     models = build_models(sizes, seed)
-    seconds = {}
+    seconds, steps, loggers = {}, {}, {}
     for name, model in models.items():
-        steps = sizes.regressor_steps if name.startswith("encoder-only") else sizes.steps
-        print(f"training {name} ({steps} steps, {sizes.n_train} ID scenes, seed {seed})", flush=True)
-        seconds[name] = train(model, data, steps, seed)
+        steps[name] = sizes.regressor_steps if name.startswith("encoder-only") else sizes.steps
+        loggers[name] = tensorboard(seed, name)
+        print(f"training {name} ({steps[name]} steps, {sizes.n_train} ID scenes, seed {seed}; "
+              f"TensorBoard: {loggers[name].log_dir})", flush=True)
+        seconds[name] = train(model, data, steps[name], seed, loggers[name])
     evaluated = evaluate(models, data, sizes, seed)
-    save_reconstructions(models, data.ood_set.images[:12], RESULTS_DIR / f"compositional_ood_reconstructions{suffix.replace('/', '_')}.png")
+    images = data.ood_set.images[:12]
+    recons = reconstructions(models, images)
+    save_reconstructions(images, recons, RESULTS_DIR / f"compositional_ood_reconstructions{suffix.replace('/', '_')}.png")
+    log_results(loggers, evaluated, images, recons, steps)
     extra = dict(asdict(sizes), seed=seed, alpha=ALPHA, **REPLAY, quick=quick(), threads=torch.get_num_threads(),
                  dino_checkpoint=next((m.encoder.backbone.checkpoint for n, m in models.items() if n in VIT_ROWS), None),
                  backbone_lr=BACKBONE_LR, **{k: v for k, v in VAE.items() if k != "n_objects"})
