@@ -309,7 +309,7 @@ def main() -> None:
                                    workers, n)
         rows += crop_rows()
         rows += phase_costs("kml_mixup", paths)
-        rows += data_wait_rows(24 if quick() else 96)
+        rows += data_wait_rows(24 if quick() else 144)
     rows += family_costs()
     if not quick():
         rows += program_validity(range(1000))
@@ -329,7 +329,7 @@ def pipeline_main() -> None:
         rows = anchor_decode_rows(write_jpegs(Path(tmp) / "512", 64 if quick() else 256, workers, 512), paths,
                                   workers, n)
         rows += crop_rows()
-        rows += data_wait_rows(24 if quick() else 96)
+        rows += data_wait_rows(24 if quick() else 144)
     write_rows("render_pipeline", rows)
 
 

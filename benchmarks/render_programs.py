@@ -130,40 +130,57 @@ def programs_per_block_rows(workers: int, image_size: int, batch_size: int, n: i
 # ------------------------------------------------------------------------------------ data wait in training
 
 
-def data_wait_rows(steps: int) -> list[dict]:
-    """Fraction of the cpu-profile training step spent waiting for data: the real DataModule + DINO.
-
-    The programs of the blocks the run reads are compiled into the disk cache first (warm_programs, timed
-    and reported: what a machine's first run pays on top), so the measured steps see the steady state.
-    """
+def _data_wait(steps: int, *overrides: str):
+    """(DataWait monitor, data module) after ``steps`` cpu-profile kml_mixup training steps with ``overrides``."""
     import tempfile
 
     import lightning as L
 
     from procedural_perception.core.config import compose, instantiate
 
-    cfg = compose(["data=kml_mixup", "profile=cpu"])
+    cfg = compose(["data=kml_mixup", "profile=cpu", *overrides])
     model = instantiate(cfg.model)
     dm = instantiate(cfg.data, transform=model.train_transform())
-    config: BlockConfig = dm.config
-    per_epoch = dm.blocks_per_epoch()  # whole epochs: the loader renders a shuffle window ahead of training
-    blocks = per_epoch * math.ceil(steps * dm.batch_size / (per_epoch * config.block_size))
-    # warm_programs takes pool indices; pool entry i is program seed i (program_pool.pool_program_seed)
-    indices = sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(config, b)})
-    warm = warm_programs(indices, config.image_size)
     timer = DataWait()  # the monitor every training run has (time/data_wait_pct)
     with tempfile.TemporaryDirectory() as logs:
         trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, max_epochs=-1, logger=False,
                             callbacks=[timer], enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, default_root_dir=logs)
         trainer.fit(model, datamodule=dm)
+    return timer, dm
+
+
+def data_wait_rows(steps: int) -> list[dict]:
+    """Fraction of the cpu-profile training step spent waiting for data: the real DataModule + DINO, with
+    the loader's workers kept across epochs (the default) and, as the baseline in the same run, new workers
+    each epoch (``data.keep_workers=false``, the loader before). Also the images/s of both.
+
+    The programs of the blocks the run reads are compiled into the disk cache first (warm_programs, timed
+    and reported: what a machine's first run pays on top), so the measured steps see the steady state.
+    """
+    from procedural_perception.core.config import compose, instantiate
+
+    dm = instantiate(compose(["data=kml_mixup", "profile=cpu"]).data)
+    config: BlockConfig = dm.config
+    per_epoch = dm.blocks_per_epoch()  # whole epochs: the loader renders a shuffle window ahead of training
+    blocks = per_epoch * math.ceil(steps * dm.batch_size / (per_epoch * config.block_size))
+    # warm_programs takes pool indices; pool entry i is program seed i (program_pool.pool_program_seed)
+    indices = sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(config, b)})
+    warm = warm_programs(indices, config.image_size)
+    old, _ = _data_wait(steps, "data.keep_workers=false", "data.prefetch_batches=null")
+    timer, dm = _data_wait(steps)
     wait, busy = timer.wait_s, timer.busy_s
     extra = dict(steps=timer.steps, batch_size=dm.batch_size, num_workers=dm.num_workers,
-                 programs_per_block=config.programs_per_block, image_size=config.image_size)
+                 programs_per_block=config.programs_per_block, image_size=config.image_size,
+                 prefetch_batches=dm.prefetch_batches, epochs=math.ceil(steps * dm.batch_size / (per_epoch * config.block_size)))
+    per_epoch_name = "new loader workers each epoch, DataLoader prefetch 2 (data.keep_workers=false)"
     return [
-        row("train/cpu_profile_data_wait", timer.percent(), "% of step time", "target", 5.0,
-            higher_is_better=False, **extra, startup_s=timer.startup_s,
+        row("train/cpu_profile_data_wait", timer.percent(), "% of step time", per_epoch_name, old.percent(),
+            higher_is_better=False, **extra, startup_s=timer.startup_s, target=5.0,
             note="loader wait between steps / (wait + step), first batch excluded; programs in the disk cache"),
+        row("train/cpu_profile_images_per_s", timer.steps * dm.batch_size / (wait + busy), "images/s", per_epoch_name,
+            old.steps * dm.batch_size / (old.wait_s + old.busy_s), **extra,
+            note="training throughput over the same steps (waiting included)"),
         row("train/cpu_profile_first_run_compile", warm["seconds"], "s", "seconds of those steps' training",
             busy + wait, higher_is_better=False, programs=warm["compiled"],
             note="compiling the measured blocks' programs cold (2 processes): a machine's first run pays this"),

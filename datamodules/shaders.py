@@ -5,6 +5,11 @@ module counts the batches handed to training, and ``state_dict()`` / ``load_stat
 (epoch, batches consumed), so a Lightning checkpoint stores the stream position and a resumed run
 continues with exactly the samples it would have seen.
 
+By default (``keep_workers``) the training loader keeps one worker iterator for the whole run: workers
+do not restart at each epoch, and with ``prefetch_batches`` at least the batches training takes while a
+shuffle window renders, the next epoch's first window is rendered during the current epoch's last steps
+(the loader restart and that render were the cpu profile's data wait, all at epoch boundaries).
+
 Each DataLoader worker creates its own EGL context on its first block. When this process already holds
 a context (it rendered something itself, e.g. a contact sheet), forked workers would hang at their first
 draw, so the loader then starts its workers with ``spawn``.
@@ -43,6 +48,9 @@ class ShaderDataModule(L.LightningDataModule):
     their weights, e.g. ``{patterns: 1, raymarch: 1}`` (datamodules/procedural/families; None: ``patterns`` only).
     ``program_engine``: ``compiled`` (each program its own GLSL program) or ``interpreted`` (patterns programs
     on one shared interpreter shader, no compile per program; other families stay compiled).
+    ``keep_workers``: one loader iterator for the whole run, rendering across epoch boundaries (False: new
+    workers each epoch, as before; same batches either way). ``prefetch_batches``: batches each worker keeps
+    ready ahead of training (the DataLoader's ``prefetch_factor``; None: its default, 2).
     """
 
     def __init__(
@@ -66,6 +74,8 @@ class ShaderDataModule(L.LightningDataModule):
         world_size: int | None = None,
         families: Mapping[str, float] | None = None,
         program_engine: str = "compiled",
+        keep_workers: bool = True,
+        prefetch_batches: int | None = None,
     ):
         super().__init__()
         default_reuse = get_process(process).default_reuse  # and fail early on a typo
@@ -73,6 +83,8 @@ class ShaderDataModule(L.LightningDataModule):
                        samples_per_epoch=(samples_per_epoch, 1), block_size=(block_size, 1),
                        programs_per_block=(programs_per_block, 1), program_pool=(program_pool, 0), shuffle_blocks=(shuffle_blocks, 1), tiles=(tiles, 1),
                        draw_timeout_s=(draw_timeout_s, 0.01))
+        if prefetch_batches is not None:
+            check_minimums("data", prefetch_batches=(prefetch_batches, 1))
         try:
             check_engine(program_engine)
         except ValueError as error:
@@ -91,6 +103,8 @@ class ShaderDataModule(L.LightningDataModule):
         )
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.keep_workers = keep_workers
+        self.prefetch_batches = prefetch_batches
         self.dataset = ProceduralStream(
             self.config, samples_per_epoch, shuffle_blocks=shuffle_blocks, transform=transform, tiles=tiles,
             rank=rank, world_size=world_size,
@@ -103,16 +117,21 @@ class ShaderDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
-        # Without a transform, workers yield whole float batches (see ProceduralStream.batched), so the
-        # loader itself does not batch.
+        # Without a transform, or across epochs, workers yield whole batches (ProceduralStream.batched /
+        # .continuous), so the loader itself does not batch.
         self.dataset.batched = self.dataset.transform is None
-        return _PositionedLoader(
-            self,
-            self.dataset,
-            batch_size=None if self.dataset.batched else self.batch_size,
-            num_workers=self.num_workers,
-            multiprocessing_context="spawn" if self.num_workers > 0 and egl.context_exists() else None,
-        )
+        batched = self.dataset.batched or self.keep_workers
+        workers = {} if self.num_workers == 0 else {
+            "prefetch_factor": self.prefetch_batches,
+            "multiprocessing_context": "spawn" if egl.context_exists() else None,
+        }
+        return _PositionedLoader(self, self.dataset, batch_size=None if batched else self.batch_size,
+                                 num_workers=self.num_workers, **workers)
+
+    def batches_per_epoch(self) -> int:
+        """Batches this rank's loader yields in an epoch (each worker's last one may be short)."""
+        workers = max(self.num_workers, 1)
+        return self.dataset.batches_per_slot(self.dataset.layout().world_size * workers) * workers
 
     def blocks_per_epoch(self) -> int:
         layout = self.dataset.layout()
@@ -185,19 +204,45 @@ class ShaderDataModule(L.LightningDataModule):
 
 
 class _PositionedLoader(DataLoader):
-    """A DataLoader that starts its workers at the module's stream position and counts what it yields."""
+    """A DataLoader that starts its workers at the module's stream position and counts what it yields.
+
+    With ``module.keep_workers`` the workers' iterator (over every epoch, ``ProceduralStream.continuous``)
+    is kept between epochs: each epoch takes its :meth:`ShaderDataModule.batches_per_epoch` batches from
+    it. It is started again only when the module's position moved elsewhere (a checkpoint was loaded).
+    """
 
     def __init__(self, module: ShaderDataModule, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._module = module
+        self._workers = None  # the kept iterator over every epoch (keep_workers)
+        self._at: tuple[int, int] | None = None  # (epoch, batches consumed) where _workers stands
+
+    def _start(self):
+        # Workers receive a copy of the dataset when the iterator starts (and ProceduralStream reads its mode
+        # and position then): set them first. Only this iterator runs on across epochs; any other loader
+        # over the same dataset stays per epoch.
+        self.dataset.epoch = self._module.epoch
+        self.dataset.batches_done = self._module.batches_consumed
+        self.dataset.continuous = self._module.keep_workers
+        try:
+            return super().__iter__()
+        finally:
+            self.dataset.continuous = False
 
     def __iter__(self):
         module = self._module
-        # Workers receive a copy of the dataset when the iterator starts: set the position first.
-        self.dataset.epoch = module.epoch
-        self.dataset.batches_done = module.batches_consumed
-        for batch in super().__iter__():
-            module.batches_consumed += 1
-            yield batch
+        if not module.keep_workers:
+            for batch in self._start():
+                module.batches_consumed += 1
+                yield batch
+        else:
+            if self._workers is None or self._at != (module.epoch, module.batches_consumed):
+                self._workers = self._start()
+            for _ in range(module.batches_per_epoch() - module.batches_consumed):
+                batch = next(self._workers)
+                module.batches_consumed += 1
+                self._at = (module.epoch, module.batches_consumed)
+                yield batch
         module.epoch += 1
         module.batches_consumed = 0
+        self._at = (module.epoch, 0)

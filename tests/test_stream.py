@@ -216,3 +216,53 @@ def test_batched_worker_items_equal_collated_samples():
                                multiprocessing_context="spawn" if egl.context_exists() else None))
     assert all(torch.equal(a, b) for a, b in zip(batched, collated, strict=True))
     assert batched[0].dtype == torch.float32 and 0 <= float(batched[0].min()) and float(batched[0].max()) <= 1
+
+
+def _crops(x):
+    return [x, x[:, :16, :16]]
+
+
+@pytest.mark.egl
+@pytest.mark.slow
+def test_kept_workers_give_the_per_epoch_batches_and_are_not_restarted():
+    """keep_workers (the default): one worker iterator for the whole run gives exactly the batches that new
+    workers each epoch give (crop lists collated in the worker, short last batches included), its worker
+    process lives through the epochs, and a stop mid-epoch continues where it stopped."""
+    from datamodules.shaders import ShaderDataModule
+
+    def make(keep):
+        return ShaderDataModule("kml", seed=3, image_size=32, batch_size=5, num_workers=1, samples_per_epoch=12,
+                                block_size=6, programs_per_block=2, reuse=4.0, shuffle_blocks=1, keep_workers=keep,
+                                transform=_crops, prefetch_batches=4)
+
+    def flat(batch):
+        return torch.cat([crop.flatten() for crop in batch])
+
+    per_epoch = make(False)
+    loader = per_epoch.train_dataloader()
+    expected = [[flat(b) for b in loader] for _ in range(3)]
+    assert [len(e) for e in expected] == [3, 3, 3]  # 12 samples: 5 + 5 + 2
+    kept = make(True)
+    loader = kept.train_dataloader()
+    got, pids = [], []
+    for _ in range(3):
+        got.append([flat(b) for b in loader])
+        pids.append([w.pid for w in loader._workers._workers])
+    assert all(torch.equal(a, b) for ea, eb in zip(expected, got, strict=True) for a, b in zip(ea, eb, strict=True))
+    assert pids[0] == pids[1] == pids[2]
+    assert kept.epoch == 3 and kept.batches_consumed == 0
+    partial = make(True)
+    loader = partial.train_dataloader()
+    it = iter(loader)
+    head = [flat(next(it)) for _ in range(2)]
+    del it  # a consumer that stops mid-epoch; the next epoch loop continues the same epoch
+    rest = [flat(b) for b in loader] + [flat(b) for b in loader]
+    assert all(torch.equal(a, b) for a, b in zip(head + rest, expected[0] + expected[1], strict=True))
+
+
+def test_prefetch_batches_is_checked():
+    from datamodules.shaders import ShaderDataModule
+    from procedural_perception.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="prefetch_batches"):
+        ShaderDataModule("kml", prefetch_batches=0)

@@ -13,10 +13,17 @@ Each slot shuffles its samples within windows of ``shuffle_blocks`` consecutive 
 buffer, permutation keyed by (seed, epoch, slot, window)). A slot's position is "samples emitted this
 epoch"; resuming at a position skips whole windows without rendering them and re-renders only the
 current window, so the resumed stream is identical to the uninterrupted one.
+
+With ``continuous`` set (the training loader does, see ``datamodules/shaders.py``), one iterator runs
+through every epoch from ``epoch`` on, as batches: the workers never restart, so while training consumes
+an epoch's last batches they are already rendering the next epoch's first window (the DataLoader's
+prefetch), instead of starting a new process and rendering it while training waits. The batches are the
+ones the per-epoch iterators would give (a worker's last batch of an epoch may be short in both).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from procedural_perception.core.distributed import rank_and_world
 
@@ -108,6 +115,9 @@ class ProceduralStream(IterableDataset):
         # A worker writes each batch once, straight into shared memory: no per-sample tensors, no
         # collate copy, and the trainer process does no conversion (measured faster, see benchmarks/render.py).
         self.batched = False
+        # True: every epoch from ``epoch`` on, as batches of ``batch_size`` (collated here; a loader with
+        # batch_size=None), one iterator that never stops (module docstring).
+        self.continuous = False
 
     # ------------------------------------------------------------------ layout
     def layout(self) -> Layout:
@@ -169,9 +179,17 @@ class ProceduralStream(IterableDataset):
             stats.distinct_programs, stats.rendered, stats.degenerate, stats.compile_failures, stats.reuse_factor,
         )
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator:
+        # Not a generator itself: the mode and position are read when the iterator is made (a loader's
+        # workers copy the dataset then), not at its first item.
         layout = self.layout()
-        samples = self.indexed_samples(layout, self.epoch, self.slot_start(layout))
+        if self.continuous and not self.indexed:
+            return self._epochs(layout, self.epoch, self.slot_start(layout))
+        return self._epoch(layout, self.epoch, self.slot_start(layout))
+
+    def _epoch(self, layout: Layout, epoch: int, start: int) -> Iterator:
+        """The items of ``layout``'s slot in ``epoch`` from position ``start`` (see the class docstring)."""
+        samples = self.indexed_samples(layout, epoch, start)
         if self.batched and self.transform is None and not self.indexed:
             yield from self._batches(samples)
             return
@@ -181,6 +199,22 @@ class ProceduralStream(IterableDataset):
                 continue
             x = image.float().div_(255.0)
             yield x if self.transform is None else self.transform_sample(x, index)
+
+    def _epochs(self, layout: Layout, first: int, start: int) -> Iterator:
+        """Every epoch from ``first`` (at position ``start``) on, as batches: float [b, 3, H, W] without a
+        transform, else the collated transforms (the DINO crop list: one [b, 3, S, S] tensor per crop)."""
+        for epoch in itertools.count(first):
+            samples = self.indexed_samples(layout, epoch, start if epoch == first else 0)
+            if self.transform is None:
+                yield from self._batches(samples)
+                continue
+            while group := list(itertools.islice(samples, self.batch_size)):
+                yield default_collate([self.transform_sample(image.float().div_(255.0), index) for index, image in group])
+
+    def batches_per_slot(self, slots: int) -> int:
+        """Batches one slot yields in an epoch of ``slots`` slots (its last one may be short)."""
+        per_slot = blocks_per_epoch(self.samples_per_epoch, self.config.block_size, slots) // slots
+        return -(-per_slot * self.config.block_size // self.batch_size)
 
     def _batches(self, samples: Iterator[tuple[int, torch.Tensor]]) -> Iterator[torch.Tensor]:
         """Consecutive groups of ``batch_size`` samples as float [b, 3, H, W] in [0, 1] (the last may be short)."""
