@@ -125,8 +125,15 @@ class ShaderDataModule(L.LightningDataModule):
             "prefetch_factor": self.prefetch_batches,
             "multiprocessing_context": "spawn" if egl.context_exists() else None,
         }
-        return _PositionedLoader(self, self.dataset, batch_size=None if batched else self.batch_size,
-                                 num_workers=self.num_workers, **workers)
+        self._loader = _PositionedLoader(self, self.dataset, batch_size=None if batched else self.batch_size,
+                                         num_workers=self.num_workers, **workers)
+        return self._loader
+
+    def teardown(self, stage: str) -> None:
+        """After fit: stop the kept workers (they would otherwise idle, with their renderers, until exit)."""
+        loader = getattr(self, "_loader", None)
+        if loader is not None:
+            loader.close()
 
     def batches_per_epoch(self) -> int:
         """Batches this rank's loader yields in an epoch (each worker's last one may be short)."""
@@ -246,3 +253,10 @@ class _PositionedLoader(DataLoader):
         module.epoch += 1
         module.batches_consumed = 0
         self._at = (module.epoch, 0)
+
+    def close(self) -> None:
+        """Shut the kept workers down now (a later epoch starts new ones at the module's position)."""
+        workers, self._workers, self._at = self._workers, None, None
+        shutdown = getattr(workers, "_shutdown_workers", None)  # multi-process iterators only
+        if shutdown is not None:
+            shutdown()

@@ -266,3 +266,22 @@ def test_prefetch_batches_is_checked():
 
     with pytest.raises(ConfigError, match="prefetch_batches"):
         ShaderDataModule("kml", prefetch_batches=0)
+
+
+@pytest.mark.egl
+def test_teardown_stops_kept_workers_and_a_later_epoch_restarts_them():
+    from datamodules.shaders import ShaderDataModule
+
+    dm = ShaderDataModule("kml", seed=3, image_size=32, batch_size=6, num_workers=1, samples_per_epoch=12,
+                          block_size=6, programs_per_block=2, reuse=4.0, shuffle_blocks=1)
+    loader = dm.train_dataloader()
+    first = [b.clone() for b in loader]
+    processes = list(loader._workers._workers)
+    dm.teardown("fit")
+    assert loader._workers is None and not any(p.is_alive() for p in processes)
+    second = [b.clone() for b in loader]  # epoch 1, from new workers
+    reference = ShaderDataModule("kml", seed=3, image_size=32, batch_size=6, num_workers=0, samples_per_epoch=12,
+                                 block_size=6, programs_per_block=2, reuse=4.0, shuffle_blocks=1).train_dataloader()
+    expected = [[b.clone() for b in reference] for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(first + second, expected[0] + expected[1], strict=True))
+    dm.teardown("fit")
