@@ -108,7 +108,8 @@ ALPHA = 1e-4  # interaction weight of the regularised variants (per-pixel-mean u
 # slot kept (committed): ratio 0.090, id_replay_recovery 0.45 (chance 1.17; 0.81 without replay), OOD R^2 0.382;
 # the same pooling every slot: 0.096, 0.48, 0.356; weight 1e-2, background kept: ratio 0.110 (refused), 0.46.
 # A 16 px trial (2,000 steps, background kept): 1e-3 -> recovery 0.44, ratio 0.11; 1e-2 -> 0.24, 0.12;
-# 1e-1 -> 0.07, 0.15: recoverable targets cost the fit.
+# 1e-1 -> 0.07, 0.15: recoverable targets cost the fit. At 32 px (seed 0, 6,000 steps) 1e-1 gives ratio 0.183
+# (refused) and recovery 0.50 (chance 0.93): no better recovered, and a worse fit.
 REPLAY = dict(replay_weight=1e-3, replay_start=0.5)
 # The procedural DINO checkpoint the pre-trained encoder-only row starts from: the cpu_long kml_mixup run
 # (3,840 steps of the cpu recipe, ViT-tiny depth 4, patch 16, trained at 64 px; docs/results/cpu_long). Runs
