@@ -163,7 +163,8 @@ def data_wait_rows(steps: int) -> list[dict]:
     dm = instantiate(compose(["data=kml_mixup", "profile=cpu"]).data)
     config: BlockConfig = dm.config
     per_epoch = dm.blocks_per_epoch()  # whole epochs: the loader renders a shuffle window ahead of training
-    blocks = per_epoch * math.ceil(steps * dm.batch_size / (per_epoch * config.block_size))
+    epochs = math.ceil(steps * dm.batch_size / (per_epoch * config.block_size))
+    blocks = per_epoch * epochs
     # warm_programs takes pool indices; pool entry i is program seed i (program_pool.pool_program_seed)
     indices = sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(config, b)})
     warm = warm_programs(indices, config.image_size)
@@ -172,7 +173,7 @@ def data_wait_rows(steps: int) -> list[dict]:
     wait, busy = timer.wait_s, timer.busy_s
     extra = dict(steps=timer.steps, batch_size=dm.batch_size, num_workers=dm.num_workers,
                  programs_per_block=config.programs_per_block, image_size=config.image_size,
-                 prefetch_batches=dm.prefetch_batches, epochs=math.ceil(steps * dm.batch_size / (per_epoch * config.block_size)))
+                 prefetch_batches=dm.prefetch_batches, epochs=epochs)
     per_epoch_name = "new loader workers each epoch, DataLoader prefetch 2 (data.keep_workers=false)"
     return [
         row("train/cpu_profile_data_wait", timer.percent(), "% of step time", per_epoch_name, old.percent(),

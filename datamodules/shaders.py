@@ -6,9 +6,9 @@ module counts the batches handed to training, and ``state_dict()`` / ``load_stat
 continues with exactly the samples it would have seen.
 
 By default (``keep_workers``) the training loader keeps one worker iterator for the whole run: workers
-do not restart at each epoch, and with ``prefetch_batches`` at least the batches training takes while a
-shuffle window renders, the next epoch's first window is rendered during the current epoch's last steps
-(the loader restart and that render were the cpu profile's data wait, all at epoch boundaries).
+do not restart at each epoch (the restart and the first window's render were the cpu profile's data wait,
+all at epoch boundaries). ``prefetch_batches`` sets how far ahead a worker renders; on 2 cores rendering
+further ahead competes with training and lowers images/s (``configs/profile/cpu.yaml``).
 
 Each DataLoader worker creates its own EGL context on its first block. When this process already holds
 a context (it rendered something itself, e.g. a contact sheet), forked workers would hang at their first

@@ -15,10 +15,10 @@ epoch"; resuming at a position skips whole windows without rendering them and re
 current window, so the resumed stream is identical to the uninterrupted one.
 
 With ``continuous`` set (the training loader does, see ``datamodules/shaders.py``), one iterator runs
-through every epoch from ``epoch`` on, as batches: the workers never restart, so while training consumes
-an epoch's last batches they are already rendering the next epoch's first window (the DataLoader's
-prefetch), instead of starting a new process and rendering it while training waits. The batches are the
-ones the per-epoch iterators would give (a worker's last batch of an epoch may be short in both).
+through every epoch from ``epoch`` on, as batches: the workers never restart, so an epoch start costs no
+new process, EGL context and program loads, and the next epoch's first window starts rendering as soon as
+the DataLoader's prefetch reaches it. The batches are the ones the per-epoch iterators would give (a
+worker's last batch of an epoch may be short in both).
 """
 
 from __future__ import annotations
@@ -194,11 +194,12 @@ class ProceduralStream(IterableDataset):
             yield from self._batches(samples)
             return
         for index, image in samples:
-            if self.indexed:
-                yield index, image
-                continue
-            x = image.float().div_(255.0)
-            yield x if self.transform is None else self.transform_sample(x, index)
+            yield (index, image) if self.indexed else self._item(index, image)
+
+    def _item(self, index: int, image: torch.Tensor):
+        """One training item: uint8 [3, H, W] as float in [0, 1], through ``transform`` when there is one."""
+        x = image.float().div_(255.0)
+        return x if self.transform is None else self.transform_sample(x, index)
 
     def _epochs(self, layout: Layout, first: int, start: int) -> Iterator:
         """Every epoch from ``first`` (at position ``start``) on, as batches: float [b, 3, H, W] without a
@@ -209,7 +210,7 @@ class ProceduralStream(IterableDataset):
                 yield from self._batches(samples)
                 continue
             while group := list(itertools.islice(samples, self.batch_size)):
-                yield default_collate([self.transform_sample(image.float().div_(255.0), index) for index, image in group])
+                yield default_collate([self._item(index, image) for index, image in group])
 
     def batches_per_slot(self, slots: int) -> int:
         """Batches one slot yields in an epoch of ``slots`` slots (its last one may be short)."""

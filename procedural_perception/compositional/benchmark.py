@@ -26,7 +26,8 @@ models the same OOD grid (scenes above their reconstructions).
 Environment: ``QUICK=1`` shrinks everything to check the mechanics in under a minute (32 px, a few
 steps; the numbers then mean nothing and every generative row is refused); ``SEEDS=0,1`` runs
 several seeds (rows get ``/seed<k>``), in parallel processes (``BENCH_WORKERS``, default one per seed up to the
-core count); ``BENCH_THREADS`` sets torch threads per process (default 1);
+core count); ``BENCH_THREADS`` sets torch threads per process (default 1); ``RUNS_DIR`` the TensorBoard
+folder (default ``runs``);
 ``MODELS=vae+reg+replay`` reruns only the named models (and the encoder-only baseline) and replaces their rows
 in the committed table; ``DINO_CHECKPOINT`` the procedural DINO checkpoint of the pre-trained rows (default :data:`PRETRAINED`; absent,
 those rows say so and carry no value).
