@@ -25,8 +25,10 @@ def test_the_lightning_2_0_spelling_run_model_is_accepted(capsys):
 
 def test_a_script_runs_through_it(tmp_path):
     script = tmp_path / "hello.py"
-    script.write_text("import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])\n")
+    # Each rank writes its own file: two processes printing to one pipe may interleave their words.
+    script.write_text("import os, pathlib\nrank, world = os.environ['RANK'], os.environ['WORLD_SIZE']\n"
+                      f"pathlib.Path({str(tmp_path)!r}, 'rank' + rank).write_text(f'rank {{rank}} of {{world}}')\n")
     out = subprocess.run([str(LIGHTNING), "run", "--accelerator", "cpu", "--devices", "2", str(script)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "rank 0 of 2" in out.stdout and "rank 1 of 2" in out.stdout
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["rank 0 of 2", "rank 1 of 2"]
