@@ -60,8 +60,9 @@ from procedural_perception.visual_memory.voting import RULES  # noqa: E402
 PROCESSES = tuple(PROCESS_REGISTRY)  # every registered process: the paper's four and its baselines
 HEADLINE_PROCESS = "kml_mixup"
 # The GLSL processes train with one fixed generator, the one of the first committed results (4 programs of
-# the 2D `patterns` family per block, fresh program seeds: today's defaults, spelled out so that a change
-# of defaults cannot silently mix generators in one table); the ablations change one thing at a time.
+# the 2D `patterns` family per block, fresh program seeds: the defaults until the cpu profile took 128 per
+# block from a 5,120 pool, the `kml_mixup_pool` ablation; spelled out so that a change of defaults cannot
+# silently mix generators in one table); the ablations change one thing at a time.
 PINNED_GENERATOR = ("data.programs_per_block=4", "data.program_pool=0")
 # Real-data controls trained with the same recipe: row -> the procedural_perception.cli.train data overrides.
 # Fashion-MNIST's 28 px images are resized to the 64 px of the procedural renders.
@@ -86,7 +87,7 @@ TRAINED_ON = {**{p: "procedural (GLSL, patterns, 4 programs per block)" for p in
               "fashion_mnist": "real, in domain: Fashion-MNIST train (60k)"}
 # Seeds per row when --seeds is not given: the headline rows get two, so they have a spread.
 DEFAULT_SEEDS = {HEADLINE_PROCESS: (0, 1), "photos": (0, 1), "fashion_mnist": (0, 1), "kml_mixup_families": (0, 1),
-                 "stylegan": (0, 1), "dead_leaves": (0, 1)}
+                 "stylegan": (0, 1), "dead_leaves": (0, 1), "kml_mixup_pool": (0, 1)}
 # The cpu profile's own length (20 epochs x 48 steps of 32 images): ~6 min per run on 2 idle cores.
 DEFAULT_BUDGET_STEPS = 960
 EVALS = ("knn", "pca_r2", "twoafc")

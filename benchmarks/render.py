@@ -23,7 +23,9 @@ family (``families/<name>/valid_seeds_0_999``: compiles and < 50% of 4 renders d
 noisy on a shared machine.
 
 Program rows (:mod:`benchmarks.render_programs`): cold compile vs a load from Mesa's disk cache per
-program; kml_mixup images/s with 64 programs per block (the paper profile) vs the default 4, first run and cached;
+program (and with alpha written, as before the colour mask); kml_mixup images/s with the cpu profile's
+128 programs per block from 5,120 at 64 px and the paper's 64 from 21,000 at 224 px, each vs 4 fresh programs
+per block, first run and cached (alone, with the data-wait rows: ``python -m benchmarks.render pool``);
 the compiled engine (4 fresh programs per block) vs the interpreted one with 4, 64 and 128 (full run only;
 alone: ``python -m benchmarks.render_programs``);
 the anchor's real input cost (512 px JPEG decode + RandomResizedCrop(224)); rendering crops directly vs
@@ -290,7 +292,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, fresh_shader_cache(Path(tmp) / "mesa"):  # cold programs
         paths = write_jpegs(Path(tmp) / "224", 256 if quick() else 1024, workers)
         rows += program_cost_rows()
-        rows += programs_per_block_rows(workers, IMAGE_SIZE, BATCH_SIZE, n)
+        rows += programs_per_block_rows(workers, BATCH_SIZE, n)
         if not quick():  # compiled vs interpreted engines (QUICK: python -m benchmarks.render_programs)
             rows += engine_rows(seed=1)  # seed 1: blocks the rows above did not compile
         baseline_name = f"PIL decode of 224px JPEGs, DataLoader x{workers} workers"
@@ -333,5 +335,18 @@ def pipeline_main() -> None:
     write_rows("render_pipeline", rows)
 
 
+def pool_main() -> None:
+    """Only the rows about many programs per block (``python -m benchmarks.render pool``, written to
+    ``render_pool.json``): a program's cold compile vs its cached load, each profile's programs per block vs
+    4 fresh ones (first run and cached), and the cpu profile's data wait (with its pool). ~15 min idle."""
+    workers = os.cpu_count() or 1
+    n = 1024 if quick() else 4096
+    with tempfile.TemporaryDirectory() as tmp, fresh_shader_cache(Path(tmp) / "mesa"):
+        rows = program_cost_rows((64,))
+        rows += programs_per_block_rows(workers, BATCH_SIZE, n)
+        rows += data_wait_rows(24 if quick() else 144)
+    write_rows("render_pool", rows)
+
+
 if __name__ == "__main__":
-    pipeline_main() if sys.argv[1:2] == ["pipeline"] else main()
+    {"pipeline": pipeline_main, "pool": pool_main}.get(sys.argv[1] if sys.argv[1:] else "", main)()

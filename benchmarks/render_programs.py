@@ -7,6 +7,7 @@ before any worker starts), so "cold" means a machine's first run and "cached" me
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -42,10 +43,13 @@ def fresh_shader_cache(folder: Path):
 
 
 class _ProgramCosts(IterableDataset):
-    """ms per program in a fresh worker process: compile + first draw, and a steady-state draw."""
+    """ms per program in a fresh worker process: compile + first draw, and a steady-state draw.
 
-    def __init__(self, seeds: range, size: int):
-        self.seeds, self.size = seeds, size
+    ``opaque``: write alpha too (the renderer's colour mask before it left alpha out), so llvmpipe JITs
+    both rasterisation functions of each program."""
+
+    def __init__(self, seeds: range, size: int, opaque: bool = False):
+        self.seeds, self.size, self.opaque = seeds, size, opaque
 
     def __iter__(self):
         from datamodules.procedural.programs import generate_program
@@ -55,6 +59,10 @@ class _ProgramCosts(IterableDataset):
         rng = np.random.default_rng(0)
         warmup = generate_program(10**8)  # the context, framebuffer and vertex shader
         renderer.render(warmup, warmup.sample_params(rng, 1))
+        if self.opaque:
+            from OpenGL import GL
+
+            GL.glColorMask(GL.GL_TRUE, GL.GL_TRUE, GL.GL_TRUE, GL.GL_TRUE)
         first, steady = [], []
         for seed in self.seeds:
             program = generate_program(seed)
@@ -67,15 +75,17 @@ class _ProgramCosts(IterableDataset):
         yield {"first_ms": 1000 * float(np.median(first)), "draw_ms": 1000 * float(np.median(steady))}
 
 
-def _program_costs(seeds: range, size: int) -> dict:
-    return next(iter(DataLoader(_ProgramCosts(seeds, size), batch_size=None, num_workers=1)))
+def _program_costs(seeds: range, size: int, opaque: bool = False) -> dict:
+    return next(iter(DataLoader(_ProgramCosts(seeds, size, opaque), batch_size=None, num_workers=1)))
 
 
 def program_cost_rows(sizes=(64, 224)) -> list[dict]:
-    """Cold compile + first draw vs a load from Mesa's disk cache, per program (medians, one process)."""
+    """Cold compile + first draw vs a load from Mesa's disk cache, per program (medians, one process); and
+    the cold compile with alpha written (an opaque fragment variant: llvmpipe JITs two functions per program)."""
     rows = []
     for size in sizes:
         seeds = range(900_000 + size * 1000, 900_000 + size * 1000 + (8 if quick() else 32))
+        opaque = _program_costs(range(seeds.start + 500, seeds.stop + 500), size, opaque=True)
         cold = _program_costs(seeds, size)
         cached = _program_costs(seeds, size)  # a new process: only the disk cache carries over
         first_draw = "ms of a steady-state draw (same programs, same run)"
@@ -85,6 +95,10 @@ def program_cost_rows(sizes=(64, 224)) -> list[dict]:
             row(f"programs/cached_load_{size}px", cached["first_ms"], "ms per program",
                 "cold compile + first draw (same programs)", cold["first_ms"], higher_is_better=False,
                 programs=len(seeds), note="a fresh process, programs in Mesa's disk cache"),
+            row(f"programs/cold_compile_{size}px_alpha_masked", cold["first_ms"], "ms per program",
+                "the same with alpha written (opaque: whole-tile and edge functions JIT-ed)", opaque["first_ms"],
+                higher_is_better=False, programs=len(seeds), draw_ms=cold["draw_ms"], opaque_draw_ms=opaque["draw_ms"],
+                note="the renderer leaves alpha out of the colour mask (images identical)"),
         ]
     return rows
 
@@ -98,33 +112,42 @@ def _images_per_second(dm: ShaderDataModule, n: int) -> float:
         seen += len(batch)
         if seen >= n:
             break
-    return seen / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    dm.teardown("fit")  # stop the kept workers now: a later loader's forked workers must not inherit them
+    return seen / elapsed
 
 
-def programs_per_block_rows(workers: int, image_size: int, batch_size: int, n: int) -> list[dict]:
-    """kml_mixup images/s with the new default (64 programs per block from the pool) vs today's 4 per block.
+def programs_per_block_rows(workers: int, batch_size: int, n: int) -> list[dict]:
+    """kml_mixup images/s with each profile's many programs per block (cpu: 128 of a 5,120 pool at 64 px;
+    paper: 64 of 21,000 at 224 px) vs 4 fresh programs per block (the code's default), same size and run.
 
     Each configuration runs twice over the same blocks with new worker processes: the first pass
-    compiles cold (a machine's first run), the second loads the programs from Mesa's disk cache.
+    compiles cold (a machine's first run without the warm-up), the second loads the programs from Mesa's
+    disk cache (every run after the warm-up that ``prepare_data`` does once per machine).
     """
-    def module(**engine):
-        return ShaderDataModule("kml_mixup", seed=0, image_size=image_size, batch_size=batch_size,
-                                num_workers=workers, samples_per_epoch=n, shuffle_blocks=1, **engine)
+    from procedural_perception.core.config import compose
 
-    old = dict(programs_per_block=4, program_pool=0)
-    speeds = {}
-    for name, engine in (("4", old), ("64", {})):
-        speeds[name] = [_images_per_second(module(**engine), n) for _ in range(2)]  # cold, cached
-    new = module()
-    extra = dict(workers=workers, image_size=image_size, programs_per_block=new.config.programs_per_block,
-                 program_pool=new.config.program_pool, samples=n)
-    baseline = "kml_mixup, 4 programs per block (fresh seeds), same pass"
-    return [
-        row("render/kml_mixup/64_programs_cached", speeds["64"][1], "images/s", baseline, speeds["4"][1], **extra,
-            note="programs already in Mesa's disk cache (any earlier run or warm_pool); target ratio >= 0.9"),
-        row("render/kml_mixup/64_programs_first_run", speeds["64"][0], "images/s", baseline, speeds["4"][0], **extra,
-            note="fresh disk cache: every program compiles cold"),
-    ]
+    rows = []
+    for profile, size in (("cpu", 64), ("paper", 224)):
+        data = compose(["data=kml_mixup", f"profile={profile}"]).data
+        many = dict(programs_per_block=data.programs_per_block, program_pool=data.program_pool)
+
+        def module(size=size, **engine):
+            return ShaderDataModule("kml_mixup", seed=0, image_size=size, batch_size=batch_size, num_workers=workers,
+                                    samples_per_epoch=n, shuffle_blocks=1, warm_programs=False, **engine)
+
+        speeds = {name: [_images_per_second(module(**engine), n) for _ in range(2)]  # cold, cached
+                  for name, engine in (("4", dict(programs_per_block=4, program_pool=0)), ("many", many))}
+        extra = dict(workers=workers, image_size=size, samples=n, **many)
+        name = f"render/kml_mixup/{profile}_{many['programs_per_block']}_of_{many['program_pool']}_programs"
+        baseline = f"kml_mixup, 4 fresh programs per block, {size} px, same pass"
+        rows += [
+            row(f"{name}_cached", speeds["many"][1], "images/s", baseline, speeds["4"][1], **extra,
+                note="programs in Mesa's disk cache (after the warm-up); target ratio >= 0.9"),
+            row(f"{name}_first_run", speeds["many"][0], "images/s", baseline, speeds["4"][0], **extra,
+                note="fresh disk cache, no warm-up: every program compiles cold in the loader workers"),
+        ]
+    return rows
 
 
 # ------------------------------------------------------------------------------------ data wait in training
@@ -138,7 +161,8 @@ def _data_wait(steps: int, *overrides: str):
 
     from procedural_perception.core.config import compose, instantiate
 
-    cfg = compose(["data=kml_mixup", "profile=cpu", *overrides])
+    # warm_programs=false: the caller compiled exactly the measured blocks' programs (not the whole pool)
+    cfg = compose(["data=kml_mixup", "profile=cpu", "data.warm_programs=false", *overrides])
     model = instantiate(cfg.model)
     dm = instantiate(cfg.data, transform=model.train_transform())
     timer = DataWait()  # the monitor every training run has (time/data_wait_pct)
@@ -153,7 +177,8 @@ def _data_wait(steps: int, *overrides: str):
 def data_wait_rows(steps: int) -> list[dict]:
     """Fraction of the cpu-profile training step spent waiting for data: the real DataModule + DINO, with
     the loader's workers kept across epochs (the default) and, as the baseline in the same run, new workers
-    each epoch (``data.keep_workers=false``, the loader before). Also the images/s of both.
+    each epoch (``data.keep_workers=false``, the loader before). Also the images/s of both, and the
+    training images/s of the profile's many programs per block against 4 fresh programs per block.
 
     The programs of the blocks the run reads are compiled into the disk cache first (warm_programs, timed
     and reported: what a machine's first run pays on top), so the measured steps see the steady state.
@@ -168,7 +193,11 @@ def data_wait_rows(steps: int) -> list[dict]:
     # warm_programs takes pool indices; pool entry i is program seed i (program_pool.pool_program_seed)
     indices = sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(config, b)})
     warm = warm_programs(indices, config.image_size)
+    four = ("data.programs_per_block=4", "data.program_pool=0")
+    fresh = dataclasses.replace(config, programs_per_block=4, program_pool=0)
+    warm_programs(sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(fresh, b)}), config.image_size)
     old, _ = _data_wait(steps, "data.keep_workers=false", "data.prefetch_batches=null")
+    few, _ = _data_wait(steps, *four)
     timer, dm = _data_wait(steps)
     wait, busy = timer.wait_s, timer.busy_s
     extra = dict(steps=timer.steps, batch_size=dm.batch_size, num_workers=dm.num_workers,
@@ -182,6 +211,10 @@ def data_wait_rows(steps: int) -> list[dict]:
         row("train/cpu_profile_images_per_s", timer.steps * dm.batch_size / (wait + busy), "images/s", per_epoch_name,
             old.steps * dm.batch_size / (old.wait_s + old.busy_s), **extra,
             note="training throughput over the same steps (waiting included)"),
+        row("train/cpu_profile_images_per_s_vs_4_programs", timer.steps * dm.batch_size / (wait + busy), "images/s",
+            "4 fresh programs per block (the stream before), same steps", few.steps * dm.batch_size /
+            (few.wait_s + few.busy_s), **extra, baseline_data_wait=few.percent(),
+            note="training throughput with the profile's programs per block; target ratio >= 0.9"),
         row("train/cpu_profile_first_run_compile", warm["seconds"], "s", "seconds of those steps' training",
             busy + wait, higher_is_better=False, programs=warm["compiled"],
             note="compiling the measured blocks' programs cold (2 processes): a machine's first run pays this"),

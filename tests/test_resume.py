@@ -26,7 +26,7 @@ TINY = [
     "model.head_hidden_dim=32", "model.head_bottleneck_dim=16", "model.global_crop_size=32",
     "model.local_crop_size=16", "model.n_local_crops=2", "model.grid_images=1",
     "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "data.samples_per_epoch=24",
-    "data.block_size=8", "data.programs_per_block=2", "data.shuffle_blocks=2",
+    "data.block_size=8", "data.programs_per_block=2", "data.shuffle_blocks=2", "data.warm_programs=false",
     "callbacks.checkpoint.every_n_train_steps=2", "callbacks.progress_bar.enabled=false",
 ]
 

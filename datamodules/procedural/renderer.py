@@ -122,6 +122,11 @@ class Renderer:
         GL.glBindVertexArray(self._vao)
         self._vertex = self._compile_shader(GL.GL_VERTEX_SHADER, VERTEX_SHADER)
         GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
+        # Alpha is never read: without it in the colour mask llvmpipe's fragment variant is not "opaque", so
+        # it JITs one rasterisation function per program instead of two (whole tile and edge). Measured here
+        # (12 grammar programs, 64 px): a cold program's first draw 255 -> 140 ms median, the same draw time
+        # (0.365 ms per image) and byte-identical images. A GPU ignores it.
+        GL.glColorMask(GL.GL_TRUE, GL.GL_TRUE, GL.GL_TRUE, GL.GL_FALSE)
         self._gl_pid = ctx.pid
 
     def _framebuffer(self, tiles_x: int, tiles_y: int) -> None:

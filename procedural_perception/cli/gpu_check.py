@@ -133,7 +133,8 @@ def check_ddp(runs_dir: Path, timeout: float = 600) -> dict[str, Any]:
     """Two GPU processes (DDP, NCCL) train 6 steps of a small run; both finish and agree on the step count."""
     command = [sys.executable, "-m", "procedural_perception.cli.train", "profile=cpu", "callbacks=none", "trainer=ddp",
                "trainer.accelerator=gpu", "trainer.devices=2", "trainer.max_steps=6", "trainer.max_epochs=-1",
-               f"runs_dir={runs_dir}", "run_name=gpu_check_ddp", "data.num_workers=1"]
+               f"runs_dir={runs_dir}", "run_name=gpu_check_ddp", "data.num_workers=1",
+               "data.warm_programs=false"]  # 6 steps meet 2 blocks' programs: no whole-pool warm-up
     out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     from procedural_perception.core.checkpoints import read_checkpoint
 
