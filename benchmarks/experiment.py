@@ -60,9 +60,8 @@ from procedural_perception.visual_memory.voting import RULES  # noqa: E402
 PROCESSES = tuple(PROCESS_REGISTRY)  # every registered process: the paper's four and its baselines
 HEADLINE_PROCESS = "kml_mixup"
 # The GLSL processes train with one fixed generator, the one of the first committed results (4 programs of
-# the 2D `patterns` family per block, fresh program seeds: the defaults until the cpu profile took 128 per
-# block from a 5,120 pool, the `kml_mixup_pool` ablation; spelled out so that a change of defaults cannot
-# silently mix generators in one table); the ablations change one thing at a time.
+# the 2D `patterns` family per block, fresh program seeds: today's defaults, spelled out so that a change
+# of defaults cannot silently mix generators in one table); the ablations change one thing at a time.
 PINNED_GENERATOR = ("data.programs_per_block=4", "data.program_pool=0")
 # Real-data controls trained with the same recipe: row -> the procedural_perception.cli.train data overrides.
 # Fashion-MNIST's 28 px images are resized to the 64 px of the procedural renders.
@@ -74,7 +73,7 @@ DATA_ROWS = {
 # block from a pool of 5,120, so a run sees 5,120 programs instead of ~240), and every program family
 # (the generator of the other rows otherwise).
 ABLATIONS = {
-    "kml_mixup_pool": ("data=kml_mixup", "data.programs_per_block=128", "data.program_pool=5120"),
+    "kml_mixup_pool": ("data=kml_mixup_pool",),  # 128 programs per block from 5,120: configs/data/kml_mixup_pool.yaml
     "kml_mixup_families": ("data=kml_mixup_families", *PINNED_GENERATOR),  # weights: configs/data/kml_mixup_families.yaml
 }
 ROWS = PROCESSES + tuple(DATA_ROWS) + tuple(ABLATIONS)
