@@ -124,10 +124,10 @@ class ShaderDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Lightning's once-per-node step before training: warm the program pool (``warm_programs``).
 
-        A pool program's first compile on llvmpipe costs ~0.14 s, its load from Mesa's disk cache ~3 ms, so
+        A pool program's first compile on llvmpipe costs ~0.16 s, its load from Mesa's disk cache ~9 ms, so
         a run that draws many programs per block pays the compiles once per machine here, in one process
         per core with progress lines, instead of inside its loader worker while training waits. Under DDP the
-        other ranks of the node wait at Lightning's barrier (the cpu profile's pool: ~7.5 min on 2 cores)."""
+        other ranks of the node wait at Lightning's barrier (data=kml_mixup_pool: ~8 min on 2 cores)."""
         cfg = self.config
         if not self.warm_programs or cfg.program_pool == 0 or cfg.shader_dir is not None \
                 or get_process(cfg.process).generate is not None:

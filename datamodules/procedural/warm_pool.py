@@ -1,17 +1,18 @@
 """Compile a program pool once into Mesa's on-disk shader cache, before training needs it.
 
-On llvmpipe a program's first compile on a machine (GLSL compile + LLVM JIT at its first draw) costs
-~100x what loading it from Mesa's disk cache costs (``make bench-render``: ``programs/cold_compile`` and
-``programs/cached_load``). A run draws its programs from a fixed pool (:mod:`.program_pool`), so
-compiling the pool once makes every later run on the machine, at any seed, worker count or world size,
-start with warm programs. Sources depend on the image size (``TILE_SIZE``) and the family weights: each
+On llvmpipe a program's first compile on a machine (GLSL compile + LLVM JIT at its first draw, ~160 ms)
+costs ~20x what loading it from Mesa's disk cache costs (~9 ms; ``python -m benchmarks.render pool``: rows
+``programs/cold_compile_64px`` and ``programs/cached_load_64px``). A run draws its programs from a fixed
+pool (:mod:`.program_pool`), so compiling the pool once makes every later run on the machine, at any seed,
+worker count or world size, start with warm programs. Sources depend on the image size (``TILE_SIZE``) and the family weights: each
 (pool, size, families) is warmed on its own.
 
 :meth:`datamodules.shaders.ShaderDataModule.prepare_data` calls :func:`ensure_warm` (Lightning runs it once
-per node, before training; ``data.warm_programs=false`` skips it), so ``make train`` warms the cpu profile's
-pool on a machine's first run, with progress lines, and a stamp makes every later check instant. By hand:
+per node, before training; ``data.warm_programs=false`` skips it), so ``make train DATA=kml_mixup_pool`` warms
+its pool on a machine's first run (5,120 programs at 64 px: 474 s on 2 cores), with progress lines, and a stamp
+makes every later check instant. By hand:
 
-    python -m datamodules.procedural.warm_pool --pool 5120 --image-size 64     # the cpu profile
+    python -m datamodules.procedural.warm_pool --pool 5120 --image-size 64     # data=kml_mixup_pool, cpu profile
     python -m datamodules.procedural.warm_pool --pool 21000 --image-size 224   # the paper profile
 
 Runs ``workers`` processes (one EGL context each), each compiling and drawing its share of the
@@ -60,7 +61,8 @@ def _renderer(image_size: int):
 def _warm_share(indices: list[int], image_size: int, families: dict | None, engine: str) -> tuple[int, int]:
     """Compile and draw the pool programs ``indices`` once each in this process: (compiled, failed).
 
-    Programs that share a compiled shader (the interpreted engine's variants) are drawn once per process."""
+    Programs that share a compiled shader (the interpreted engine's variants) compile once per process: the
+    renderer caches by compile key."""
     renderer = _renderer(image_size)
     rng = np.random.default_rng(0x3A9)
     compiled = failed = 0
