@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,7 +85,8 @@ def program_cost_rows(sizes=(64, 224)) -> list[dict]:
     rows = []
     for size in sizes:
         seeds = range(900_000 + size * 1000, 900_000 + size * 1000 + (8 if quick() else 32))
-        opaque = _program_costs(range(seeds.start + 500, seeds.stop + 500), size, opaque=True)
+        with tempfile.TemporaryDirectory() as other, fresh_shader_cache(Path(other)):  # the same programs, cold
+            opaque = _program_costs(seeds, size, opaque=True)
         cold = _program_costs(seeds, size)
         cached = _program_costs(seeds, size)  # a new process: only the disk cache carries over
         first_draw = "ms of a steady-state draw (same programs, same run)"
@@ -95,7 +97,8 @@ def program_cost_rows(sizes=(64, 224)) -> list[dict]:
                 "cold compile + first draw (same programs)", cold["first_ms"], higher_is_better=False,
                 programs=len(seeds), note="a fresh process, programs in Mesa's disk cache"),
             row(f"programs/cold_compile_{size}px_alpha_masked", cold["first_ms"], "ms per program",
-                "the same with alpha written (opaque: whole-tile and edge functions JIT-ed)", opaque["first_ms"],
+                "the same programs with alpha written, in another fresh cache (opaque: whole-tile and edge "
+                "functions JIT-ed)", opaque["first_ms"],
                 higher_is_better=False, programs=len(seeds), draw_ms=cold["draw_ms"], opaque_draw_ms=opaque["draw_ms"],
                 note="the renderer leaves alpha out of the colour mask (images identical)"),
         ]
@@ -131,12 +134,10 @@ def programs_per_block_rows(workers: int, batch_size: int, n: int) -> list[dict]
     for profile, size, choice in (("cpu", 64, "kml_mixup_pool"), ("paper", 224, "kml_mixup")):
         data = compose([f"data={choice}", f"profile={profile}"]).data
         many = dict(programs_per_block=data.programs_per_block, program_pool=data.program_pool)
-
-        def module(size=size, **engine):
-            return ShaderDataModule("kml_mixup", seed=0, image_size=size, batch_size=batch_size, num_workers=workers,
-                                    samples_per_epoch=n, shuffle_blocks=1, warm_programs=False, **engine)
-
-        speeds = {name: [_images_per_second(module(**engine), n) for _ in range(2)]  # cold, cached
+        common = dict(image_size=size, batch_size=batch_size, num_workers=workers, samples_per_epoch=n,
+                      shuffle_blocks=1, warm_programs=False)
+        speeds = {name: [_images_per_second(ShaderDataModule("kml_mixup", **common, **engine), n)  # cold, cached
+                         for _ in range(2)]
                   for name, engine in (("4", dict(programs_per_block=4, program_pool=0)), ("many", many))}
         extra = dict(workers=workers, image_size=size, samples=n, **many)
         name = f"render/kml_mixup/{profile}_{many['programs_per_block']}_of_{many['program_pool']}_programs"
@@ -155,8 +156,6 @@ def programs_per_block_rows(workers: int, batch_size: int, n: int) -> list[dict]
 
 def _data_wait(steps: int, *overrides: str):
     """(DataWait monitor, data module) after ``steps`` cpu-profile kml_mixup training steps with ``overrides``."""
-    import tempfile
-
     import lightning as L
 
     from procedural_perception.core.config import compose, instantiate
@@ -414,7 +413,6 @@ def engine_steady_rows(size: int = 224, seed: int = 0) -> list[dict]:
 
 if __name__ == "__main__":  # the engine rows alone: python -m benchmarks.render_programs [sizes] (QUICK=1: ~2 min idle)
     import sys
-    import tempfile
 
     from procedural_perception.core.benchmark_rows import write_rows
 

@@ -81,7 +81,7 @@ def test_data_module_counts_programs_of_consumed_blocks():
 
 
 @pytest.mark.egl
-@pytest.mark.timeout(1800)  # 128 programs compile cold on a fresh machine (~0.14 s each idle, far more when loaded)
+@pytest.mark.timeout(1800)  # 128 programs compile cold on a fresh machine (~0.16 s each idle, far more when loaded)
 def test_a_pool_block_draws_its_ingredients_from_at_least_64_programs():
     import dataclasses
 

@@ -29,6 +29,7 @@ def test_a_pool_is_warmed_once_with_progress_and_stamped(shader_cache, monkeypat
     assert lines and lines[-1].startswith("warming programs into Mesa's shader cache: 7 / 7 (100 %)")
     assert any((shader_cache / "mesa_shader_cache").rglob("*")), "the compiled programs are in Mesa's cache"
     assert warm_pool.ensure_warm(7, 16) is None, "a stamped pool is not warmed again"
+    assert warm_pool.ensure_warm(7, 16, workers=1, force=True)["compiled"] == result["compiled"], "unless forced"
     assert not warm_pool.stamp_path(7, 24).exists(), "each image size is warmed on its own"
     assert warm_pool.stamp_path(7, 16, {"patterns": 1.0, "flat": 1.0}) != stamp, "the families change the programs"
 
@@ -60,3 +61,13 @@ def test_the_command_line_says_when_a_pool_is_already_warm(shader_cache, capsys)
     assert "already warm" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         warm_pool.main(["--pool", "0"])
+
+
+def test_the_command_line_refuses_unknown_families_and_bad_json(shader_cache, capsys):
+    for bad in ('{"patterns": 1, "raymrach": 1}', "{patterns: 1}", '["patterns"]'):
+        with pytest.raises(SystemExit) as exit_info:
+            warm_pool.main(["--pool", "3", "--image-size", "16", "--families", bad])
+        assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown program family raymrach; valid families: patterns" in err
+    assert not (shader_cache / "procedural_pool_warm").exists()

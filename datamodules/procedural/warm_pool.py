@@ -4,8 +4,8 @@ On llvmpipe a program's first compile on a machine (GLSL compile + LLVM JIT at i
 costs ~20x what loading it from Mesa's disk cache costs (~9 ms; ``python -m benchmarks.render pool``: rows
 ``programs/cold_compile_64px`` and ``programs/cached_load_64px``). A run draws its programs from a fixed
 pool (:mod:`.program_pool`), so compiling the pool once makes every later run on the machine, at any seed,
-worker count or world size, start with warm programs. Sources depend on the image size (``TILE_SIZE``) and the family weights: each
-(pool, size, families) is warmed on its own.
+worker count or world size, start with warm programs. Sources depend on the image size (``TILE_SIZE``) and
+the family weights: each (pool, size, families) is warmed on its own.
 
 :meth:`datamodules.shaders.ShaderDataModule.prepare_data` calls :func:`ensure_warm` (Lightning runs it once
 per node, before training; ``data.warm_programs=false`` skips it), so ``make train DATA=kml_mixup_pool`` warms
@@ -40,7 +40,7 @@ from procedural_perception.core.atomic import atomic_write_json
 
 from . import egl
 from .program_pool import pool_program_seed
-from .programs import generate_program
+from .programs import family_weights, generate_program
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,9 @@ def stamp_path(pool: int, image_size: int, families: Mapping[str, float] | None 
 
 
 def ensure_warm(pool: int, image_size: int, families: Mapping[str, float] | None = None, engine: str = "compiled",
-                workers: int | None = None) -> dict | None:
-    """Warm the pool unless its stamp says it already is; the warm's counts, or None when nothing was done.
+                workers: int | None = None, force: bool = False) -> dict | None:
+    """Warm the pool unless its stamp says it already is (``force``: warm anyway); the warm's counts, or None
+    when nothing was done.
 
     Mesa's cache being switched off (``MESA_SHADER_CACHE_DISABLE``) makes warming pointless: it is skipped
     with a warning. If Mesa evicts entries later (its size limit) or is upgraded, the stamp overstates the
@@ -156,7 +157,7 @@ def ensure_warm(pool: int, image_size: int, families: Mapping[str, float] | None
         log.warning("MESA_SHADER_CACHE_DISABLE is set: the program pool is not warmed, every run compiles its programs")
         return None
     stamp = stamp_path(pool, image_size, families, engine)
-    if stamp.exists():
+    if stamp.exists() and not force:
         return None
     _show_progress()
     log.info("first run with this program pool (%d programs at %d px) on this machine: compiling it once into "
@@ -179,11 +180,19 @@ def _show_progress() -> None:
         log.addHandler(handler)
 
 
+def _families(text: str) -> dict[str, float]:
+    """``--families``: JSON family weights, checked as ``data.families`` is (unknown names list the valid ones)."""
+    try:
+        return dict(family_weights(json.loads(text)))
+    except (ValueError, TypeError, AttributeError) as error:  # json.JSONDecodeError is a ValueError
+        raise argparse.ArgumentTypeError(f"{error} (e.g. '{{\"patterns\": 1, \"raymarch\": 1}}')") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pool", type=int, default=21_000, help="programs in the pool (data.program_pool)")
     parser.add_argument("--image-size", type=int, default=224, help="render size (data.image_size)")
-    parser.add_argument("--families", type=json.loads, default=None,
+    parser.add_argument("--families", type=_families, default=None,
                         help='family weights as JSON (data.families), e.g. \'{"patterns": 1, "raymarch": 1}\'')
     parser.add_argument("--workers", type=int, default=None, help=f"processes (default: one per core, at most {MAX_WORKERS})")
     parser.add_argument("--force", action="store_true", help="warm even when the stamp says it is done")
@@ -191,9 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.pool < 1 or args.image_size < 8:
         parser.error("--pool must be >= 1 and --image-size >= 8")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.force:
-        stamp_path(args.pool, args.image_size, args.families).unlink(missing_ok=True)
-    result = ensure_warm(args.pool, args.image_size, args.families, workers=args.workers)
+    result = ensure_warm(args.pool, args.image_size, args.families, workers=args.workers, force=args.force)
     if result is None:
         print(f"the pool of {args.pool} programs at {args.image_size} px is already warm "
               f"({stamp_path(args.pool, args.image_size, args.families)}); --force warms it again")
