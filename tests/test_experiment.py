@@ -47,6 +47,24 @@ def test_aggregate_reports_mean_and_sample_std():
     assert table["r"]["m"] == {"mean": 5.0, "std": 0.0, "n": 1, "values": [5.0]}
 
 
+def test_committed_metrics_reused_only_for_the_same_subsets(tmp_path):
+    """A committed result is reused for today's settings; one in the first results' flat form is not (its
+    queries were drawn with the memory's seed), even where every size and data set agrees."""
+    args = experiment.parse_args(["--out", str(tmp_path), "--limit-memory", "100", "--limit-query", "20",
+                                  "--image-size", "64", "--twoafc-limit", "10"])
+    today = experiment.eval_config_of(args)
+    flat = {"memory": today["knn"]["memory"], "query": today["knn"]["query"], "limit_memory": 100,
+            "limit_query": 20, "image_size": 64, "pca_data": today["pca_r2"]["data"], "pca_limit": None,
+            "twoafc_data": today["twoafc"]["data"], "twoafc_limit": 10}
+    (tmp_path / "evals").mkdir()
+    for label, config in (("today", today), ("first", flat), ("other_seed", {**today, "knn": {**today["knn"], "seed": 5}})):
+        (tmp_path / "evals" / f"{label}.json").write_text(json.dumps({"fingerprint": {"config": config}, "metrics": {}}))
+    assert experiment.committed_metrics(args, "today") == tmp_path / "evals" / "today.json"
+    assert experiment.committed_metrics(args, "first") is None
+    assert experiment.committed_metrics(args, "other_seed") is None
+    assert experiment.committed_metrics(args, "absent") is None
+
+
 @pytest.mark.slow
 @pytest.mark.egl
 @pytest.mark.timeout(1800)
