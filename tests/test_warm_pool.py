@@ -71,3 +71,16 @@ def test_the_command_line_refuses_unknown_families_and_bad_json(shader_cache, ca
     err = capsys.readouterr().err
     assert "unknown program family raymrach; valid families: patterns" in err
     assert not (shader_cache / "procedural_pool_warm").exists()
+
+
+def test_progress_rate_counts_from_the_first_finished_chunk():
+    """Worker start-up before the first chunk must not make a fast (cached) pool look slow."""
+    import re
+    import time
+
+    def rate(line: str) -> float:
+        return float(re.search(r"([\d.]+) programs/s", line).group(1))
+
+    now = time.perf_counter()
+    assert 10 < rate(warm_pool._progress(32, 256, start=now - 10.0, since=(16, now - 1.0))) <= 16.5  # 16 in ~1 s
+    assert rate(warm_pool._progress(32, 256, start=now - 10.0)) <= 3.3  # without it: 32 in 10 s
