@@ -75,11 +75,10 @@ def _warm_share(indices: list[int], image_size: int, families: dict | None, engi
     return compiled, failed
 
 
-def _progress(done: int, total: int, start: float, since: tuple[int, float] | None = None) -> str:
-    """One progress line. The rate counts from ``since`` = (done, time) of the first finished chunk when
-    given: the processes' start-up (~10 s of imports) before it would make a cached pool look slow."""
-    base_done, base_time = since if since and done > since[0] else (0, start)
-    rate = (done - base_done) / max(time.perf_counter() - base_time, 1e-9)
+def _progress(done: int, total: int, since: tuple[int, float]) -> str:
+    """One progress line, the rate measured from ``since`` = (done, time) at the first finished chunk: the
+    processes' start-up before it (~10 s of imports) would make a cached pool look slow."""
+    rate = (done - since[0]) / max(time.perf_counter() - since[1], 1e-9)
     left = (total - done) / max(rate, 1e-9)
     return (f"warming programs into Mesa's shader cache: {done:,} / {total:,} ({100 * done / total:.0f} %), "
             f"{rate:.1f} programs/s, about {left / 60:.0f} min left")
@@ -99,15 +98,17 @@ def warm_programs(indices, image_size: int, workers: int | None = None, families
     chunks = [indices[i : i + CHUNK] for i in range(0, len(indices), CHUNK)]
     start = last = time.perf_counter()
     compiled = failed = done = 0
-    first = None  # (done, time) at the first finished chunk: the rate is measured from there
+    first = None  # (done, time) at the first finished chunk: rates are measured from there
     with mp.get_context("spawn").Pool(workers) as processes:
         tasks = [(chunk, image_size, families, engine) for chunk in chunks]
         for chunk, (ok, bad) in processes.imap_unordered(_chunk_task, tasks):
             compiled, failed, done = compiled + ok, failed + bad, done + len(chunk)
-            first = first or (done, time.perf_counter())
-            if time.perf_counter() - last >= PROGRESS_EVERY_S:
-                log.info(_progress(done, len(indices), start, first))
-                last = time.perf_counter()
+            now = time.perf_counter()
+            if first is None:
+                first = (done, now)
+            elif now - last >= PROGRESS_EVERY_S:
+                log.info(_progress(done, len(indices), first))
+                last = now
     return {"compiled": compiled, "failed": failed, "seconds": time.perf_counter() - start}
 
 
