@@ -120,9 +120,9 @@ def _images_per_second(dm: ShaderDataModule, n: int) -> float:
 
 
 def programs_per_block_rows(workers: int, batch_size: int, n: int) -> list[dict]:
-    """kml_mixup images/s with many programs per block (cpu profile + ``data=kml_mixup_pool``: 128 of a 5,120
-    pool at 64 px; the paper profile: 64 of 21,000 at 224 px) vs 4 fresh programs per block (the code's
-    default), same size and run.
+    """kml_mixup images/s with each profile's many programs per block (cpu: 128 of a pool of 5,120 at 64 px;
+    paper: 64 of 21,000 at 224 px) vs 4 fresh programs per block (the code's default and the first
+    generator), same size and run.
 
     Each configuration runs twice over the same blocks with new worker processes: the first pass
     compiles cold (a machine's first run without the warm-up), the second loads the programs from Mesa's
@@ -131,8 +131,8 @@ def programs_per_block_rows(workers: int, batch_size: int, n: int) -> list[dict]
     from procedural_perception.core.config import compose
 
     rows = []
-    for profile, size, choice in (("cpu", 64, "kml_mixup_pool"), ("paper", 224, "kml_mixup")):
-        data = compose([f"data={choice}", f"profile={profile}"]).data
+    for profile, size in (("cpu", 64), ("paper", 224)):
+        data = compose(["data=kml_mixup", f"profile={profile}"]).data
         many = dict(programs_per_block=data.programs_per_block, program_pool=data.program_pool)
         common = dict(image_size=size, batch_size=batch_size, num_workers=workers, samples_per_epoch=n,
                       shuffle_blocks=1, warm_programs=False)
@@ -174,33 +174,35 @@ def _data_wait(steps: int, *overrides: str):
 
 
 def data_wait_rows(steps: int) -> list[dict]:
-    """Fraction of the cpu-profile training step spent waiting for data: the real DataModule + DINO, with
-    the loader's workers kept across epochs (the default) and, as the baseline in the same run, new workers
-    each epoch (``data.keep_workers=false``, the loader before). Also the images/s of both, and the
-    training images/s of ``data=kml_mixup_pool`` (128 programs per block from 5,120) against them.
+    """Fraction of the cpu-profile training step spent waiting for data: the real DataModule + DINO with the
+    profile's 128 programs per block from 5,120, the loader's workers kept across epochs (the default) and,
+    as the baseline in the same run, new workers each epoch (``data.keep_workers=false``, the loader
+    before). Also the images/s of both, and the default's training images/s against 4 fresh programs per
+    block (the first generator, ``data.programs_per_block=4 data.program_pool=0``).
 
     The programs of the blocks the run reads are compiled into the disk cache first (warm_programs, timed
     and reported: what a machine's first run pays on top), so the measured steps see the steady state.
     """
     from procedural_perception.core.config import compose, instantiate
 
+    few_programs = ("data.programs_per_block=4", "data.program_pool=0")
     dm = instantiate(compose(["data=kml_mixup", "profile=cpu"]).data)
     config: BlockConfig = dm.config
     per_epoch = dm.blocks_per_epoch()  # whole epochs: the loader renders a shuffle window ahead of training
     epochs = math.ceil(steps * dm.batch_size / (per_epoch * config.block_size))
     blocks = per_epoch * epochs
     # warm_programs takes pool indices; pool entry i is program seed i (program_pool.pool_program_seed)
-    indices = sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(config, b)})
-    warm = warm_programs(indices, config.image_size)
-    pooled = instantiate(compose(["data=kml_mixup_pool", "profile=cpu"]).data).config
-    warm_programs(sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(pooled, b)}), config.image_size)
+    warm = warm_programs(sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(config, b)}),
+                         config.image_size)
+    few = instantiate(compose(["data=kml_mixup", "profile=cpu", *few_programs]).data).config
+    warm_programs(sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(few, b)}), config.image_size)
     old, _ = _data_wait(steps, "data.keep_workers=false", "data.prefetch_batches=null")
-    many, _ = _data_wait(steps, "data=kml_mixup_pool")
+    first, _ = _data_wait(steps, *few_programs)
     timer, dm = _data_wait(steps)
     wait, busy = timer.wait_s, timer.busy_s
     extra = dict(steps=timer.steps, batch_size=dm.batch_size, num_workers=dm.num_workers,
-                 programs_per_block=config.programs_per_block, image_size=config.image_size,
-                 prefetch_batches=dm.prefetch_batches, epochs=epochs)
+                 programs_per_block=config.programs_per_block, program_pool=config.program_pool,
+                 image_size=config.image_size, prefetch_batches=dm.prefetch_batches, epochs=epochs)
     per_epoch_name = "new loader workers each epoch, DataLoader prefetch 2 (data.keep_workers=false)"
     return [
         row("train/cpu_profile_data_wait", timer.percent(), "% of step time", per_epoch_name, old.percent(),
@@ -209,12 +211,12 @@ def data_wait_rows(steps: int) -> list[dict]:
         row("train/cpu_profile_images_per_s", timer.steps * dm.batch_size / (wait + busy), "images/s", per_epoch_name,
             old.steps * dm.batch_size / (old.wait_s + old.busy_s), **extra,
             note="training throughput over the same steps (waiting included)"),
-        row("train/cpu_profile_images_per_s_128_of_5120_programs", many.steps * dm.batch_size /
-            (many.wait_s + many.busy_s), "images/s", "the cpu profile's 4 fresh programs per block, same steps",
-            timer.steps * dm.batch_size / (wait + busy), steps=many.steps, data_wait=many.percent(),
-            baseline_data_wait=timer.percent(), programs_per_block=pooled.programs_per_block,
-            program_pool=pooled.program_pool,
-            note="data=kml_mixup_pool: training throughput with 128 programs per block; target ratio >= 0.9"),
+        row("train/cpu_profile_images_per_s_128_of_5120_programs", timer.steps * dm.batch_size / (wait + busy),
+            "images/s", "4 fresh programs per block (the first generator), same steps",
+            first.steps * dm.batch_size / (first.wait_s + first.busy_s), steps=timer.steps, data_wait=timer.percent(),
+            baseline_data_wait=first.percent(), programs_per_block=config.programs_per_block,
+            program_pool=config.program_pool,
+            note="the cpu profile's 128 programs per block from 5,120: training throughput; target ratio >= 0.9"),
         row("train/cpu_profile_first_run_compile", warm["seconds"], "s", "seconds of those steps' training",
             busy + wait, higher_is_better=False, programs=warm["compiled"],
             note="compiling the measured blocks' programs cold (2 processes): a machine's first run pays this"),

@@ -127,7 +127,7 @@ class ShaderDataModule(L.LightningDataModule):
         A pool program's first compile on llvmpipe costs ~0.16 s, its load from Mesa's disk cache ~9 ms, so
         a run that draws many programs per block pays the compiles once per machine here, in one process
         per core with progress lines, instead of inside its loader worker while training waits. Under DDP the
-        other ranks of the node wait at Lightning's barrier (data=kml_mixup_pool: ~8 min on 2 cores)."""
+        other ranks of the node wait at Lightning's barrier (the cpu profile's pool: ~8 min on 2 cores)."""
         cfg = self.config
         if not self.warm_programs or cfg.program_pool == 0 or cfg.shader_dir is not None \
                 or get_process(cfg.process).generate is not None:

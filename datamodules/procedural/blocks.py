@@ -54,10 +54,10 @@ class BlockConfig:
     image_size: int = 224
     block_size: int = 512  # samples per block
     # Distinct programs rendered per block. The paper profile takes 64 from a pool of 21,000 (Baradad et al.
-    # 2022: accuracy keeps rising with the number of programs), data=kml_mixup_pool 128 from 5,120. A
-    # program's first compile on a machine (GLSL + LLVM JIT at its first draw, ~160 ms on llvmpipe) is paid
-    # once per pool by ShaderDataModule.prepare_data (warm_pool.py); later loads from Mesa's disk cache take
-    # ~9 ms. Without a pool (the cpu profile: the pool learned less at its budget), 4 fresh programs per block.
+    # 2022: accuracy keeps rising with the number of programs), the cpu profile 128 from 5,120. A program's
+    # first compile on a machine (GLSL + LLVM JIT at its first draw, ~160 ms on llvmpipe) is paid once per
+    # pool by ShaderDataModule.prepare_data (warm_pool.py); later loads from Mesa's disk cache take ~9 ms.
+    # The code's default (no profile, and the experiment's pinned first generator): 4 fresh programs per block.
     programs_per_block: int = 4
     # Programs a run draws from (pool entry i = grammar program of seed i, walked in seeded cycles so a
     # machine's disk cache serves every later run); 0: a fresh, never-repeated program seed for every slot.

@@ -8,11 +8,11 @@ worker count or world size, start with warm programs. Sources depend on the imag
 the family weights: each (pool, size, families) is warmed on its own.
 
 :meth:`datamodules.shaders.ShaderDataModule.prepare_data` calls :func:`ensure_warm` (Lightning runs it once
-per node, before training; ``data.warm_programs=false`` skips it), so ``make train DATA=kml_mixup_pool`` warms
+per node, before training; ``data.warm_programs=false`` skips it), so ``make train DATA=kml_mixup`` warms
 its pool on a machine's first run (5,120 programs at 64 px: 474 s on 2 cores), with progress lines, and a stamp
 makes every later check instant. By hand:
 
-    python -m datamodules.procedural.warm_pool --pool 5120 --image-size 64     # data=kml_mixup_pool, cpu profile
+    python -m datamodules.procedural.warm_pool --pool 5120 --image-size 64     # the cpu profile
     python -m datamodules.procedural.warm_pool --pool 21000 --image-size 224   # the paper profile
 
 Runs ``workers`` processes (one EGL context each), each compiling and drawing its share of the
