@@ -155,6 +155,8 @@ def test_config_errors_name_valid_keys(image_folder, tmp_path, capsys):
     assert main(_train_args(image_folder, tmp_path, "model.dept=3")) == 2
     err = capsys.readouterr().err
     assert "Did you mean 'depth'" in err and "n_local_crops" in err
+    # Not a terminal (a log file, a pipe): the message is one line, not cut at 80 columns mid-path or mid-key.
+    assert any("Did you mean 'depth'" in line and "weight_decay_end" in line for line in err.splitlines())
     assert main(_train_args(image_folder, tmp_path, "trainer.max_steps=abc")) == 2
     assert "max_steps expects a int" in capsys.readouterr().err
     assert main(["data=images", "profile=cpu", f"runs_dir={tmp_path}"]) == 2  # no data.root given

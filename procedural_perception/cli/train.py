@@ -35,7 +35,7 @@ from procedural_perception.training.progress import progress_bar
 from procedural_perception.training.resources import fit_to_machine
 from procedural_perception.training.resume import changed_settings, resumable_checkpoint, resume_mismatch
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a long path or message stays on one line in a log file
 
 
 def run_dir(cfg: DictConfig) -> Path:
