@@ -84,16 +84,16 @@ def encoders(args: argparse.Namespace) -> dict[str, object]:
     """The checkpoints (labelled by run; one alone keeps the label "checkpoint"), a random twin for each
     distinct architecture (twins of one architecture are the same network: ``random_twin`` seeds them alike),
     then the reference encoders."""
-    out, twins = {}, {}
+    out, twins = {}, {}  # twins: architecture -> (first run of it, its twin)
     for checkpoint in args.checkpoint:
         label = "checkpoint" if len(args.checkpoint) == 1 else run_dir_of(checkpoint).name
         out[label] = build_encoder(checkpoint)
         hparams = read_checkpoint(checkpoint)["hyper_parameters"]
         architecture = tuple(hparams.get(key) for key in ARCHITECTURE_KEYS)
         if architecture not in twins:
-            twins[architecture] = random_twin(checkpoint)
-    for i, twin in enumerate(twins.values()):
-        out["random init twin" + (f" {i + 1}" if len(twins) > 1 else "")] = twin
+            twins[architecture] = label, random_twin(checkpoint)
+    for label, twin in twins.values():  # several architectures: each twin says whose network it is
+        out["random init twin" + (f" of {label}" if len(twins) > 1 else "")] = twin
     for spec in [s for s in args.encoders.split(",") if s]:
         out[spec] = build_encoder(spec)
     return out
