@@ -53,6 +53,7 @@ from procedural_perception.core.atomic import atomic_path, atomic_write_json, at
 from procedural_perception.core.checkpoints import read_checkpoint  # noqa: E402
 from procedural_perception.core.config import compose  # noqa: E402
 from procedural_perception.evaluations import suite  # noqa: E402
+from procedural_perception.evaluations.embedding import query_seed  # noqa: E402
 from procedural_perception.visual_memory.voting import PAPER_K as AUDIT_K  # noqa: E402
 from procedural_perception.visual_memory.voting import PAPER_RULE as AUDIT_RULE  # noqa: E402
 from procedural_perception.visual_memory.voting import RULES  # noqa: E402
@@ -233,15 +234,15 @@ def decisive_settings(config: dict) -> dict:
     form, or the flat form of the first committed results (same tasks, ks and rules).
 
     The flat form drew its query subset with the memory's seed (0); today's tasks draw it with
-    ``seed + 1``. Other 2,000 test queries move the same encoder's kNN accuracy by up to ~2 points (raw
-    pixels: 81.50 then, 79.65 now), so ``query_seed`` keeps a first-results file from being mixed into a
-    table of today's results."""
+    :func:`~procedural_perception.evaluations.embedding.query_seed`. Other 2,000 test queries move the same
+    encoder's kNN accuracy by up to ~2 points (raw pixels: 81.50 then, 79.65 now), so ``query_seed`` keeps
+    a first-results file from being mixed into a table of today's results."""
     if "knn" in config:
         knn, pca, twoafc = config["knn"], config["pca_r2"], config["twoafc"]
         flat = {"memory": knn["memory"], "query": knn["query"], "limit_memory": knn["memory_size"],
                 "limit_query": knn["query_size"], "image_size": knn["image_size"], "pca_data": pca["data"],
                 "pca_limit": pca["limit"], "twoafc_data": twoafc["data"], "twoafc_limit": twoafc["limit"],
-                "query_seed": knn.get("seed", 0) + 1}
+                "query_seed": query_seed(knn.get("seed", 0))}
     else:
         flat = {**config, "query_seed": 0}
     keys = ("memory", "query", "limit_memory", "limit_query", "image_size", "pca_data", "pca_limit", "twoafc_data",

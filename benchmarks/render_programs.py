@@ -191,15 +191,21 @@ def data_wait_rows(steps: int) -> list[dict]:
     per_epoch = dm.blocks_per_epoch()  # whole epochs: the loader renders a shuffle window ahead of training
     epochs = math.ceil(steps * dm.batch_size / (per_epoch * config.block_size))
     blocks = per_epoch * epochs
-    # warm_programs takes pool indices; pool entry i is program seed i (program_pool.pool_program_seed)
-    warm = warm_programs(sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(config, b)}),
-                         config.image_size)
-    few = instantiate(compose(["data=kml_mixup", "profile=cpu", *few_programs]).data).config
-    warm_programs(sorted({int(i) for b in range(blocks) for i in scheduled_program_seeds(few, b)}), config.image_size)
+
+    def warm(blocks_config: BlockConfig) -> dict:
+        """Compile the measured blocks' programs (warm_programs takes pool indices; pool entry i is program
+        seed i, program_pool.pool_program_seed)."""
+        seeds = {int(i) for b in range(blocks) for i in scheduled_program_seeds(blocks_config, b)}
+        return warm_programs(sorted(seeds), config.image_size)
+
+    def images_per_s(monitor: DataWait) -> float:
+        return monitor.steps * dm.batch_size / (monitor.wait_s + monitor.busy_s)
+
+    first_run = warm(config)
+    warm(instantiate(compose(["data=kml_mixup", "profile=cpu", *few_programs]).data).config)
     old, _ = _data_wait(steps, "data.keep_workers=false", "data.prefetch_batches=null")
     first, _ = _data_wait(steps, *few_programs)
     timer, dm = _data_wait(steps)
-    wait, busy = timer.wait_s, timer.busy_s
     extra = dict(steps=timer.steps, batch_size=dm.batch_size, num_workers=dm.num_workers,
                  programs_per_block=config.programs_per_block, program_pool=config.program_pool,
                  image_size=config.image_size, prefetch_batches=dm.prefetch_batches, epochs=epochs)
@@ -208,17 +214,15 @@ def data_wait_rows(steps: int) -> list[dict]:
         row("train/cpu_profile_data_wait", timer.percent(), "% of step time", per_epoch_name, old.percent(),
             higher_is_better=False, **extra, startup_s=timer.startup_s, target=5.0,
             note="loader wait between steps / (wait + step), first batch excluded; programs in the disk cache"),
-        row("train/cpu_profile_images_per_s", timer.steps * dm.batch_size / (wait + busy), "images/s", per_epoch_name,
-            old.steps * dm.batch_size / (old.wait_s + old.busy_s), **extra,
-            note="training throughput over the same steps (waiting included)"),
-        row("train/cpu_profile_images_per_s_128_of_5120_programs", timer.steps * dm.batch_size / (wait + busy),
-            "images/s", "4 fresh programs per block (the first generator), same steps",
-            first.steps * dm.batch_size / (first.wait_s + first.busy_s), steps=timer.steps, data_wait=timer.percent(),
-            baseline_data_wait=first.percent(), programs_per_block=config.programs_per_block,
-            program_pool=config.program_pool,
-            note="the cpu profile's 128 programs per block from 5,120: training throughput; target ratio >= 0.9"),
-        row("train/cpu_profile_first_run_compile", warm["seconds"], "s", "seconds of those steps' training",
-            busy + wait, higher_is_better=False, programs=warm["compiled"],
+        row("train/cpu_profile_images_per_s", images_per_s(timer), "images/s", per_epoch_name, images_per_s(old),
+            **extra, note="training throughput over the same steps (waiting included)"),
+        row(f"train/cpu_profile_images_per_s_{config.programs_per_block}_of_{config.program_pool}_programs",
+            images_per_s(timer), "images/s", "4 fresh programs per block (the first generator), same steps",
+            images_per_s(first), steps=timer.steps, data_wait=timer.percent(), baseline_data_wait=first.percent(),
+            programs_per_block=config.programs_per_block, program_pool=config.program_pool,
+            note="the cpu profile's programs per block from its pool: training throughput; target ratio >= 0.9"),
+        row("train/cpu_profile_first_run_compile", first_run["seconds"], "s", "seconds of those steps' training",
+            timer.busy_s + timer.wait_s, higher_is_better=False, programs=first_run["compiled"],
             note="compiling the measured blocks' programs cold (2 processes): a machine's first run pays this"),
     ]
 

@@ -44,15 +44,17 @@ def test_bad_encoder_is_reported_and_fails(tmp_path):
     assert "no_such_encoder" in json.loads((tmp_path / "r.json").read_text())["results"]
 
 
-def tiny_checkpoint(path) -> str:
-    """A DINO checkpoint (hyper-parameters + weights) of a tiny ViT, as Lightning writes one."""
+def tiny_checkpoint(path, **overrides) -> str:
+    """A DINO checkpoint (hyper-parameters + weights) of a tiny ViT, as Lightning writes one; ``overrides``
+    change DINO arguments (another depth: another architecture)."""
     import lightning
     import torch
 
     from lightning_modules.dino import DINO
 
-    module = DINO(arch="vit_tiny_patch16_224", embed_dim=32, depth=1, num_heads=2, out_dim=64, head_hidden_dim=32,
-                  head_bottleneck_dim=16, global_crop_size=64, local_crop_size=32, n_local_crops=2)
+    module = DINO(**{**dict(arch="vit_tiny_patch16_224", embed_dim=32, depth=1, num_heads=2, out_dim=64,
+                            head_hidden_dim=32, head_bottleneck_dim=16, global_crop_size=64, local_crop_size=32,
+                            n_local_crops=2), **overrides})
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "pytorch-lightning_version": lightning.__version__}, path)
     return str(path)

@@ -118,21 +118,13 @@ def test_each_architecture_gets_one_random_twin_named_after_its_first_run(tmp_pa
     table must say whose network each twin is, not "twin 1" and "twin 2"."""
     from types import SimpleNamespace
 
-    import lightning
-    import torch
+    from test_eval_cli import tiny_checkpoint
 
     from benchmarks.feature_norm import encoders
-    from lightning_modules.dino import DINO
 
     def checkpoint(run: str, depth: int) -> str:
-        folder = tmp_path / run / "checkpoints"
-        folder.mkdir(parents=True)
-        module = DINO(arch="vit_tiny_patch16_224", embed_dim=32, depth=depth, num_heads=2, out_dim=64,
-                      head_hidden_dim=32, head_bottleneck_dim=16, global_crop_size=32, local_crop_size=16,
-                      n_local_crops=2)
-        torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                    "pytorch-lightning_version": lightning.__version__}, folder / "last.ckpt")
-        return str(folder / "last.ckpt")
+        (tmp_path / run / "checkpoints").mkdir(parents=True)
+        return tiny_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt", depth=depth)
 
     runs = [checkpoint("a", 1), checkpoint("b", 2), checkpoint("c", 1)]
     labels = list(encoders(SimpleNamespace(checkpoint=runs, encoders="")))

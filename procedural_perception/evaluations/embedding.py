@@ -44,10 +44,16 @@ def eval_transform(image_size: int = 224, resize: int | None = None) -> Callable
     ])
 
 
+def query_seed(seed: int) -> int:
+    """The subset seed of a query set whose memory is drawn with ``seed``: another draw, so memory and
+    queries taken from one source do not coincide."""
+    return seed + 1
+
+
 def labelled_subset(spec: str, image_size: int, limit: int | None, seed: int = 0,
                     resize: int | None = None) -> LabelledImages:
     """A seeded random ``limit`` items (in dataset order; all when None) of a labelled source,
-    transformed for the encoders. Memories use ``seed``, query sets ``seed + 1`` (disjoint draws
+    transformed for the encoders. Memories use ``seed``, query sets :func:`query_seed` (disjoint draws
     when memory and queries come from the same source)."""
     return load_labelled(spec, transform=eval_transform(image_size, resize)).subset(limit, seed)
 

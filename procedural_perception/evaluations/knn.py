@@ -27,7 +27,7 @@ from torchvision.utils import make_grid
 
 from lightning_modules.encoders import Encoder
 from procedural_perception.datasets.labelled import LabelledImages
-from procedural_perception.evaluations.embedding import embed_dataset, labelled_subset
+from procedural_perception.evaluations.embedding import embed_dataset, labelled_subset, query_seed
 from procedural_perception.evaluations.embedding_geometry import anisotropy_metrics
 from procedural_perception.evaluations.feature_norm import DEFAULT_SAMPLES, MODES, with_feature_norm
 from procedural_perception.evaluations.task import EvaluationTask, default_help
@@ -272,7 +272,7 @@ class KNNClassification(EvaluationTask):
         """Memory and query sets at input ``size`` (loaded once per size)."""
         if size not in self._data:
             self._data[size] = (labelled_subset(self.memory, size, self.memory_size, self.seed, self.resize),
-                                labelled_subset(self.query, size, self.query_size, self.seed + 1, self.resize))
+                                labelled_subset(self.query, size, self.query_size, query_seed(self.seed), self.resize))
         return self._data[size]
 
     def evaluate(self, encoder: Encoder) -> dict[str, float]:
